@@ -1,0 +1,76 @@
+"""The detector contract (design: Detector, Verdict).
+
+``inspect(received, ctx) -> Verdict``. ``received`` is the received model's state (the
+arrays a server sent, name -> tensor); ``ctx`` holds only what a client really has: its
+own model template (the architecture it expects), a sample of its local data, and
+optionally the state of the last global model it accepted.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from gradguard.data import Dataset
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One measured fact: which check, on which layer, the value against its threshold."""
+
+    check: str
+    layer: str
+    value: float
+    threshold: float
+    message: str
+    flagged: bool = True
+
+
+@dataclass
+class Verdict:
+    malicious: bool
+    score: float
+    elapsed_s: float
+    findings: list[Finding] = field(default_factory=list)
+    detector: str = ""
+    verified: bool = True  # False: the model could not be verified (the Guard fails closed)
+
+    def summary(self) -> str:
+        """One line for logs and abstention reasons."""
+        flagged = [f for f in self.findings if f.flagged]
+        if not self.malicious:
+            return f"benign ({self.detector}, score {self.score:.3g})"
+        if not flagged:
+            return f"flagged by {self.detector} (score {self.score:.3g})"
+        first = flagged[0]
+        more = f" (+{len(flagged) - 1} more)" if len(flagged) > 1 else ""
+        return f"{first.check} on {first.layer}: {first.message}{more}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Context:
+    """What the client has when a model arrives."""
+
+    template: nn.Module
+    data: Dataset | None = None
+    previous: dict[str, torch.Tensor] | None = None
+
+    def instantiate(self, received: dict[str, torch.Tensor]) -> nn.Module:
+        """A copy of the template holding ``received`` (strict: names and shapes must match)."""
+        model = copy.deepcopy(self.template)
+        model.load_state_dict(received, strict=True)
+        return model
+
+
+class Detector(Protocol):
+    name: str
+    needs_data: bool
+
+    def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict: ...

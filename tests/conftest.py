@@ -1,0 +1,21 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def fashion_available() -> bool:
+    from gradguard.data.idx import system_dir
+
+    return system_dir("fashion-mnist") is not None
+
+
+needs_fashion = pytest.mark.skipif(not fashion_available(),
+                                   reason="dataset-fashion-mnist is not installed")
