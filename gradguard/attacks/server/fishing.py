@@ -53,14 +53,16 @@ _THREAT = ThreatModel(
 class ClassFishing:
     """Class fishing: only samples of ``target_class`` reach the layers below the head.
 
-    ``images``: how many images to invert from the fished gradient; ``0`` means as many
-    as the target class holds in the batch (read from the head bias gradient).
+    ``images``: how many images to invert jointly from the fished gradient; ``0`` means as
+    many as the target class holds in the batch (read from the head bias gradient), at
+    most ``max_images`` (cost grows linearly with the count).
     """
 
     target_class: int = 0
     bias: float = 1000.0
-    images: int = 1
-    iterations: int = 500
+    images: int = 0
+    max_images: int = 8
+    iterations: int = 300
     lr: float = 0.1
     tv: float = 1e-4
     restarts: int = 1
@@ -97,7 +99,7 @@ class ClassFishing:
         batch = max(1, int(update.num_examples))
         count = int(round(float(-gradient[f"{head}.bias"][t]) * batch / max(1, update.local_steps)))
         count = min(max(count, 0), batch)
-        k = count if self.images <= 0 else min(self.images, count)
+        k = min(count if self.images <= 0 else self.images, count, self.max_images)
         info: dict[str, Any] = {"attack": self.name, "target_class": t, "target_count": count}
         if k == 0:
             info["seconds"] = time.perf_counter() - start
@@ -154,6 +156,7 @@ class FeatureFishing:
         per_batch = max(1.0, share * self.batch_size)
         q = min(1.0, 1.0 / per_batch)  # on average one target sample of a batch below tau
         taus = torch.quantile(feats[is_t], q, dim=0)
+        below = (feats[is_t] < taus).float().mean(0)
         spill = (feats[~is_t] > taus).float().mean(0) * (1 - share) * self.batch_size
         if self.feature >= 0:
             if self.feature >= feats.shape[1]:
@@ -162,8 +165,12 @@ class FeatureFishing:
                 )
             f = self.feature
         else:
-            spill_ok = torch.where(feats[is_t].std(0) > 0, spill, torch.inf)
-            f = int(spill_ok.argmin())
+            # A usable gate puts about the quantile's share of the class below tau (ReLU
+            # features tied at zero do not); among those, the fewest non-target speakers.
+            usable = (below >= q / 2) & (below <= 2 * q)
+            if not bool(usable.any()):
+                raise GradguardError("no penultimate feature separates the target class")
+            f = int(torch.where(usable, spill, torch.inf).argmin())
         tau = float(taus[f])
         scale = float(feats[:, f].std().clamp_min(1e-6))
         with torch.no_grad():
