@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -253,7 +253,3 @@ def invert_update(
     )
     return Reconstruction(images, info.pop("labels"), info)
 
-
-def with_options(config: InversionConfig, **changes: Any) -> InversionConfig:
-    """``config`` with the non-``None`` entries of ``changes`` replaced."""
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})
