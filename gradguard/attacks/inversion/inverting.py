@@ -252,4 +252,3 @@ def invert_update(
         approximate=update.kind == "delta" and update.local_steps > 1,
     )
     return Reconstruction(images, info.pop("labels"), info)
-
