@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from gradguard.attacks.base import Reconstruction, ThreatModel
-from gradguard.attacks.inversion.analytic import deduplicate, invert_rows
+from gradguard.attacks.inversion.analytic import EMPTY_TOL, invert_rows
 from gradguard.attacks.server.passthrough import (
     SUPPORTED,
     check_width,
@@ -50,6 +50,7 @@ class CuriousSecrets:
     image_shape: tuple[int, int, int]
     scale: float  # mean of the rows' scale factors
     tuned_score: float  # fraction of an auxiliary batch isolated by some row, at ``scale``
+    pixel_weight: torch.Tensor  # the trap rows on the flattened image (rows x pixels)
 
 
 def trap_rows(
@@ -156,6 +157,7 @@ class Curious:
             aux.image_shape,
             float(scale.mean()),
             score,
+            scale * pos - neg,
         )
 
     def reconstruct(self, update: Update, secrets: CuriousSecrets) -> Reconstruction:
@@ -164,15 +166,69 @@ class Curious:
             raise GradguardError(
                 f"the update has no {secrets.weight_key}: not from the trapped model"
             )
-        features, rows = invert_rows(g[secrets.weight_key], g[secrets.bias_key])
-        images = features[:, secrets.pixel_to_feature].reshape(len(features), *secrets.image_shape)
-        # Rows that trapped the same lone sample agree; keep one image per client sample.
-        images, counts = deduplicate(images, update.num_examples, same_db=60.0)
+        db = g[secrets.bias_key]
+        features, rows = invert_rows(g[secrets.weight_key], db)
+        pixels = features[:, secrets.pixel_to_feature]
+        active = db.abs() > EMPTY_TOL * db.abs().max()
+        keep = select_lone(pixels, rows, active, secrets.pixel_weight, update.num_examples)
+        images = pixels[keep].reshape(len(keep), *secrets.image_shape)
         return Reconstruction(
             images.clamp(0, 1),
             info={
                 "rows_fired": len(rows),
+                "kept": len(keep),
                 "scale": secrets.scale,
                 "tuned_isolated_fraction": secrets.tuned_score,
             },
         )
+
+
+def select_lone(
+    candidates: torch.Tensor,
+    rows: torch.Tensor,
+    active: torch.Tensor,
+    weight: torch.Tensor,
+    limit: int,
+    same_db: float = 60.0,
+) -> torch.Tensor:
+    """Indices of at most ``limit`` candidates that are single samples, one per sample.
+
+    Each candidate ``dW_i / db_i`` is a lone sample or a mixture. A sample that several
+    rows trapped alone comes back identical from each (mixtures are weighted differently
+    in every row), so repeated candidates are confirmed samples. A lone candidate is kept
+    only if it is consistent with the layer: every row it would fire received a gradient,
+    and no row it would fire is a row where a different confirmed sample was alone.
+    """
+    if len(candidates) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    flat = candidates.double()
+    clamped = flat.clamp(0, 1)
+    mse = torch.cdist(clamped, clamped).pow(2) / flat.shape[1]
+    same = mse <= 10 ** (-same_db / 10)
+    counts = same.sum(1)
+    confirmed = counts >= 2
+    pre = flat @ weight.double().T  # candidates x rows
+    margin = 1e-4 * (flat.abs() @ weight.double().abs().T)
+    fires = pre > margin
+    consistent = ~(fires & ~active[None, :]).any(1)
+    # row -> candidate it produced, for the rows a confirmed sample had alone
+    lone_row_owner = torch.full((weight.shape[0],), -1, dtype=torch.long)
+    lone_row_owner[rows[confirmed]] = torch.nonzero(confirmed).flatten()
+    owner = lone_row_owner[None, :].expand(len(flat), -1)
+    fires_other = fires & (owner >= 0)
+    other = fires_other & ~same[torch.arange(len(flat))[:, None], owner.clamp_min(0)]
+    consistent &= ~other.any(1)
+    stray = (flat - clamped).abs().mean(1)
+    order = sorted(
+        range(len(flat)), key=lambda i: (not bool(confirmed[i]), -int(counts[i]), float(stray[i]))
+    )
+    taken = torch.zeros(len(flat), dtype=torch.bool)
+    keep = []
+    for i in order:
+        if taken[i] or not (confirmed[i] or consistent[i]):
+            continue
+        taken |= same[i]
+        keep.append(i)
+        if len(keep) == limit:
+            break
+    return torch.tensor(keep, dtype=torch.long)
