@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             if (
                 row.dataset == "fashion-mnist"
                 and row.local_steps == 1
-                and row.batch_size > 1
+                and row.batch_size == 64
                 and row.attack in ("imprint", "curious")
                 and "tune" not in row.options
             ):

@@ -47,9 +47,9 @@ def save_rows(
                 ax.set_title(captions[i][j], fontsize=6, pad=1)
         if row_labels:
             axes[i][0].set_ylabel(row_labels[i], fontsize=7)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight() if title else 1))
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
