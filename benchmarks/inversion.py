@@ -61,11 +61,19 @@ def run_case(attack_name: str, dataset: str, batch_size: int, seed: int, options
     rec = attack.reconstruct(_fedsgd(sent, batch), secrets)
     seconds = time.perf_counter() - start
     best, mean = _scores(batch.x, rec.images)
-    row = {"attack": attack_name, "dataset": dataset, "model": "convnet",
-           "batch_size": batch_size, "seed": seed, "images": len(rec.images),
-           "psnr_best": best, "psnr_mean": mean, "seconds": seconds,
-           "options": options, "info": {k: v for k, v in rec.info.items()
-                                        if isinstance(v, (int, float, str))}}
+    row = {
+        "attack": attack_name,
+        "dataset": dataset,
+        "model": "convnet",
+        "batch_size": batch_size,
+        "seed": seed,
+        "images": len(rec.images),
+        "psnr_best": best,
+        "psnr_mean": mean,
+        "seconds": seconds,
+        "options": options,
+        "info": {k: v for k, v in rec.info.items() if isinstance(v, (int, float, str))},
+    }
     if attack_name.startswith("fishing"):
         t = secrets["target_class"]
         row["target_in_batch"] = int((batch.y == t).sum())
@@ -75,8 +83,13 @@ def run_case(attack_name: str, dataset: str, batch_size: int, seed: int, options
         if "feature" in secrets:
             base_model.head.load_state_dict(_honest_head(honest, aux, attack, secrets))
         k = max(1, len(rec.images))
-        images, _ = invert(base_model, _fedsgd(base_model, batch).as_gradient(),
-                           torch.full((k,), t), (k, *batch.x.shape[1:]), attack.config())
+        images, _ = invert(
+            base_model,
+            _fedsgd(base_model, batch).as_gradient(),
+            torch.full((k,), t),
+            (k, *batch.x.shape[1:]),
+            attack.config(),
+        )
         row["honest_best"], row["honest_mean"] = _scores(batch.x, images)
     g = torch.Generator().manual_seed(seed)
     noise = torch.rand((max(1, len(rec.images)), *batch.x.shape[1:]), generator=g)
@@ -102,8 +115,7 @@ def cases(quick: bool, seeds: int) -> list[tuple[str, str, int, int, dict]]:
         for s in range(seeds):
             out.append(("inverting-gradients", ds, 1, s, {"iterations": it}))
         for s in range(seeds):
-            out.append(("fishing-class", ds, 64, s,
-                        {"iterations": 150 if quick else 300, "target_class": 0}))
+            out.append(("fishing-class", ds, 64, s, {"iterations": it, "target_class": 0}))
         for s in range(seeds):
             out.append(("fishing-feature", ds, 64, s, {"iterations": it, "batch_size": 64}))
     return out
@@ -114,10 +126,34 @@ def _fmt(v) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ["attack", "dataset", "batch", "seed", "images", "PSNR best", "PSNR mean",
-            "honest best", "honest mean", "random best", "target in batch", "seconds"]
-    keys = ["attack", "dataset", "batch_size", "seed", "images", "psnr_best", "psnr_mean",
-            "honest_best", "honest_mean", "random_best", "target_in_batch", "seconds"]
+    head = [
+        "attack",
+        "dataset",
+        "batch",
+        "seed",
+        "images",
+        "PSNR best",
+        "PSNR mean",
+        "honest best",
+        "honest mean",
+        "random best",
+        "target in batch",
+        "seconds",
+    ]
+    keys = [
+        "attack",
+        "dataset",
+        "batch_size",
+        "seed",
+        "images",
+        "psnr_best",
+        "psnr_mean",
+        "honest_best",
+        "honest_mean",
+        "random_best",
+        "target_in_batch",
+        "seconds",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + "\n"

@@ -4,13 +4,22 @@ import pytest
 import torch
 
 from gradguard.attacks import get_attack
-from gradguard.attacks.inversion.inverting import InversionConfig, invert
+from gradguard.attacks.inversion.inverting import invert
 from gradguard.attacks.inversion.labels import idlg_label, label_counts, recover_labels
 from gradguard.data import train_test
 from gradguard.errors import GradguardError
 from gradguard.fl.client import LocalTraining, local_update
 from gradguard.metrics import match, psnr
 from gradguard.models import build_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny problems: one intra-op thread is faster than two on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +81,17 @@ def test_dlg_and_idlg_recover_one_digit(digits, name):
 
 
 def test_small_batch_inversion_beats_random(digits):
-    train, _ = digits
+    train, test = digits
     torch.manual_seed(0)
-    model = build_model("convnet", train.image_shape, train.num_classes)
+    model = build_model("mlp", train.image_shape, train.num_classes)
+    attack = get_attack("inverting-gradients", iterations=80)
+    sent, secrets = attack.manipulate(model, test)
     batch = train.subset([0, 1])
-    grad = _fedsgd(model, batch).as_gradient()
-    images, info = invert(model, grad, batch.y, (2, 1, 8, 8), InversionConfig(iterations=100))
-    got = match(batch.x, images).psnr.mean()
+    rec = attack.reconstruct(_fedsgd(sent, batch), secrets)
+    assert sorted(rec.labels.tolist()) == sorted(batch.y.tolist())
+    got = match(batch.x, rec.images).psnr.mean()
     base = match(batch.x, torch.rand_like(batch.x)).psnr.mean()
     assert got > base + 8
-    assert info["gradient_loss"] < 0.1
 
 
 def test_invert_needs_labels(digits):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -252,8 +252,3 @@ def invert_update(
         approximate=update.kind == "delta" and update.local_steps > 1,
     )
     return Reconstruction(images, info.pop("labels"), info)
-
-
-def with_options(config: InversionConfig, **changes: Any) -> InversionConfig:
-    """``config`` with the non-``None`` entries of ``changes`` replaced."""
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})
