@@ -42,8 +42,8 @@ class ArchitectureCheck:
                         shown,
                         float(len(names)),
                         0.0,
-                        f"{len(names)} {kind} entr{'y' if len(names) == 1 else 'ies'} compared with "
-                        f"the client's model: the architecture was changed",
+                        f"{len(names)} {kind} entr{'y' if len(names) == 1 else 'ies'} compared "
+                        "with the client's model: the architecture was changed",
                     )
                 )
         verified, top = True, 0.0
