@@ -32,13 +32,13 @@ class Scenario:
     model: str = "mlp"
     norm: str | None = None
     clients: int = 4
-    rounds: int = 6
+    rounds: int = 10
     partition: str = "iid"
     train_limit: int | None = None
     aux_size: int = 128  # training images held back as the server's auxiliary data
-    epochs: int = 1
+    epochs: int = 2
     batch_size: int = 32
-    lr: float = 0.1
+    lr: float = 0.3
     steps: int | None = None
     attack: str = "imprint"
     attack_options: tuple[tuple[str, Any], ...] = ()
