@@ -10,9 +10,11 @@ stopped by its PID on exit. Telemetry is off and no dependency is installed at r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -76,6 +78,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def _wait_port(port: int, timeout: float) -> None:
@@ -180,20 +207,28 @@ class LocalDeployment:
         self.stop()
 
     def stop(self) -> None:
-        """Stop every process this deployment started, by PID (their process groups)."""
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, 15)
-                except ProcessLookupError:
-                    pass
-        for proc in reversed(self.procs):
+        """Stop every process this deployment started, and the processes they spawned
+        (SuperExec, ServerApp, ClientApp runners), each by its PID."""
+        pids = []
+        for proc in self.procs:
+            pids += [proc.pid, *_descendants(proc.pid)]
+        for pid in reversed(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+                proc.kill()
                 proc.wait(timeout=5)
             proc.log_file.close()  # type: ignore[attr-defined]
+        for pid in pids:  # grandchildren are not ours to reap; make sure they are gone
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.procs.clear()
 
     def logs(self) -> str:
