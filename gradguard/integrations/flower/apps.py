@@ -1,0 +1,195 @@
+"""Flower ``ClientApp`` and ``ServerApp`` factories for gradguard's models, data and attacks.
+
+Both sides rebuild the same :class:`~gradguard.scenario.Scenario` (given to the factory, or
+read from the Flower run config), so a client's partition and the server's view of it agree.
+Clients train with :func:`gradguard.fl.local_update`; the clients named by the run config's
+``guarded`` key (``all``, ``none`` or partition ids ``0,2``) run :func:`guard_mod`. The server
+runs :class:`MaliciousFedAvg`, attacking only when ``attacked`` is true.
+
+``client`` and ``server`` at the bottom are the components ``flwr run`` loads
+(``gradguard.integrations.flower.apps:client`` / ``:server``); they read everything from the
+run config. A ``results-path`` run-config key makes the server write its
+:func:`~gradguard.scenario.result_to_dict` there as JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from gradguard.fl import local_update
+from gradguard.integrations.flower.mod import GuardMod, arrays_to_state
+from gradguard.integrations.flower.strategy import MaliciousFedAvg, discover_partitions
+from gradguard.metrics import accuracy
+from gradguard.scenario import (
+    RunResult,
+    Scenario,
+    Setup,
+    build,
+    guarded_clients,
+    make_attack,
+    result_to_dict,
+)
+
+_SETUPS: dict[Scenario, Setup] = {}
+
+
+def _setup(sc: Scenario) -> Setup:
+    if sc not in _SETUPS:
+        _SETUPS.clear()  # one scenario at a time per process
+        _SETUPS[sc] = build(sc)
+    return _SETUPS[sc]
+
+
+def _partition(ctx: Context) -> int:
+    return int(ctx.node_config["partition-id"])
+
+
+def client_app(
+    scenario: Scenario | None = None, guarded: bool | str | list[int] | None = None
+) -> ClientApp:
+    """A ClientApp for ``scenario`` (None: from the run config); ``guarded`` overrides the
+    run config's ``guarded`` key."""
+
+    def scenario_of(ctx: Context) -> Scenario:
+        return scenario or Scenario.from_run_config(ctx.run_config)
+
+    def is_guarded(ctx: Context) -> bool:
+        spec = guarded if guarded is not None else ctx.run_config.get("guarded", "none")
+        sc = scenario_of(ctx)
+        return _partition(ctx) in guarded_clients(spec, sc.clients)
+
+    def template(ctx: Context) -> torch.nn.Module:
+        return copy.deepcopy(_setup(scenario_of(ctx)).model)
+
+    def data(ctx: Context):
+        return _setup(scenario_of(ctx)).parts[_partition(ctx)]
+
+    mod = GuardMod(template, data, config=_guard_defaults(scenario), enabled=is_guarded)
+    app = ClientApp(mods=[mod])
+
+    @app.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        sc = scenario_of(ctx)
+        setup, pid = _setup(sc), _partition(ctx)
+        received = arrays_to_state(msg.content["arrays"])
+        model = copy.deepcopy(setup.model)
+        model.load_state_dict(received, strict=True)
+        rnd = int(msg.content["config"].get("server-round", 0))
+        gen = torch.Generator().manual_seed(sc.seed * 100_003 + rnd * 101 + pid)
+        update = local_update(model, setup.parts[pid], sc.training, gen, pid)
+        new = {k: (v + update.values[k] if k in update.values else v) for k, v in received.items()}
+        metrics = MetricRecord(
+            {
+                "num-examples": update.num_examples,
+                "local-steps": update.local_steps,
+                "lr": update.lr,
+                "loss": float(update.metrics.get("loss", 0.0)),
+                "partition-id": pid,
+            }
+        )
+        return Message(RecordDict({"arrays": ArrayRecord(new), "metrics": metrics}), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, ctx: Context) -> Message:
+        setup, pid = _setup(scenario_of(ctx)), _partition(ctx)
+        model = copy.deepcopy(setup.model)
+        model.load_state_dict(arrays_to_state(msg.content["arrays"]), strict=True)
+        part = setup.parts[pid]
+        metrics = MetricRecord(
+            {"num-examples": len(part), "accuracy": accuracy(model, part.x, part.y)}
+        )
+        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+    @app.query()
+    def query(msg: Message, ctx: Context) -> Message:
+        return Message(
+            RecordDict({"metrics": MetricRecord({"partition-id": _partition(ctx)})}), reply_to=msg
+        )
+
+    return app
+
+
+def _guard_defaults(sc: Scenario | None) -> dict[str, Any]:
+    if sc is None:
+        return {}
+    out: dict[str, Any] = {"policy": sc.guard_policy, "thresholds": dict(sc.guard_thresholds)}
+    if sc.guard_detectors:
+        out["detectors"] = tuple(sc.guard_detectors)
+    return out
+
+
+def server_app(
+    scenario: Scenario | None = None,
+    *,
+    attacked: bool | None = None,
+    guarded: bool | str | list[int] | None = None,
+    sink: Callable[[RunResult, MaliciousFedAvg], None] | None = None,
+) -> ServerApp:
+    """A ServerApp running ``scenario`` with :class:`MaliciousFedAvg`; ``attacked`` (or the
+    run config's ``attacked`` key) turns the attack on. ``sink`` receives the run's result
+    (in the same process: the simulation engine)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, ctx: Context) -> None:
+        start = time.perf_counter()
+        cfg = dict(ctx.run_config)
+        sc = scenario or Scenario.from_run_config(cfg)
+        attack_on = attacked if attacked is not None else bool(cfg.get("attacked", True))
+        guard_spec = guarded if guarded is not None else cfg.get("guarded", "none")
+        setup = build(sc)
+        partition_of = discover_partitions(grid, sc.clients)
+        strategy = MaliciousFedAvg(
+            copy.deepcopy(setup.model),
+            make_attack(sc) if attack_on else None,
+            sc.attack_rounds,
+            sc.targets,
+            setup.aux,
+            truth={i: p.x for i, p in enumerate(setup.parts)},
+            partition_of=partition_of,
+            threshold_db=sc.threshold_db,
+            fraction_train=1.0,
+            min_train_nodes=sc.clients,
+            min_available_nodes=sc.clients,
+        )
+        evaluator = copy.deepcopy(setup.model)
+
+        def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+            evaluator.load_state_dict(arrays_to_state(arrays), strict=True)
+            acc = accuracy(evaluator, setup.test.x, setup.test.y)
+            strategy.record_accuracy(rnd, acc)
+            return MetricRecord({"accuracy": acc})
+
+        strategy.start(
+            grid,
+            ArrayRecord(setup.model.state_dict()),
+            num_rounds=sc.rounds,
+            evaluate_fn=evaluate_fn,
+        )
+        result = RunResult(
+            "flower",
+            bool(guarded_clients(guard_spec, sc.clients)),
+            attack_on,
+            [strategy.reports[r] for r in sorted(strategy.reports)],
+            time.perf_counter() - start,
+        )
+        if sink is not None:
+            sink(result, strategy)
+        if cfg.get("results-path"):
+            Path(str(cfg["results-path"])).write_text(json.dumps(result_to_dict(result)))
+
+    return app
+
+
+client = client_app()
+server = server_app()
