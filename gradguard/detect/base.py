@@ -9,6 +9,7 @@ optionally the state of the last global model it accepted.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +39,7 @@ class Verdict:
     findings: list[Finding] = field(default_factory=list)
     detector: str = ""
     verified: bool = True  # False: the model could not be verified (the Guard fails closed)
+    metadata: dict[str, Any] = field(default_factory=dict)  # e.g. every warm-up Z-score
 
     def summary(self) -> str:
         """One line for logs and abstention reasons."""
@@ -51,7 +53,20 @@ class Verdict:
         return f"{first.check} on {first.layer}: {first.message}{more}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _jsonable(asdict(self))
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types (non-finite floats as strings, tensors as lists)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
 
 
 @dataclass
@@ -70,7 +85,34 @@ class Context:
 
 
 class Detector(Protocol):
+    """``score`` of a Verdict is the largest ``value / threshold`` over its findings: a
+    detector flags when its score reaches 1."""
+
     name: str
     needs_data: bool
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict: ...
+
+
+def ratio(value: float, threshold: float) -> float:
+    """``value / threshold`` as a severity (>= 1 flags); infinite for a zero threshold."""
+    if not math.isfinite(value):
+        return math.inf
+    return value / threshold if threshold > 0 else (math.inf if value > 0 else 0.0)
+
+
+def verdict_from(
+    detector: str,
+    findings: list[Finding],
+    start: float,
+    metadata: dict[str, Any] | None = None,
+    verified: bool = True,
+) -> Verdict:
+    """A Verdict whose score is the largest ``value / threshold`` over the findings."""
+    import time
+
+    score = max((ratio(f.value, f.threshold) for f in findings), default=0.0)
+    malicious = any(f.flagged for f in findings) or not verified
+    return Verdict(
+        malicious, score, time.perf_counter() - start, findings, detector, verified, metadata or {}
+    )

@@ -1,0 +1,86 @@
+"""Route the input image unchanged to a model's first linear layer (seed 000, A.1.2).
+
+``mlp``: ``fc1`` sees the flattened image already. ``convnet``: ``conv1`` gets Dirac
+kernels (output channel ``c`` copies input channel ``c``) and the stride-2 ``conv2`` gets
+four shifted Diracs per input channel (output channel ``4c + 2dy + dx`` copies pixel
+``(2i + dy, 2j + dx)`` to position ``(i, j)``), a lossless space-to-depth map; the ReLUs
+pass the non-negative image through, so ``fc1`` sees a known permutation of the pixels.
+This is the identity-convolution trick of Boenisch et al. for CNNs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gradguard.errors import GradguardError
+from gradguard.models import MLP, ConvNet
+
+#: Model families whose first linear layer can be reached without changing the architecture.
+SUPPORTED = ("mlp", "convnet")
+
+
+@dataclass(frozen=True)
+class LinearTarget:
+    """The first linear layer the attack rewrites and how pixels reach it.
+
+    ``pixel_to_feature[p]`` is the column of ``layer`` that pixel ``p`` of the flattened
+    (C, H, W) image lands in; ``downstream`` is the next linear layer (its weight columns
+    decide each neuron's backpropagated gradient).
+    """
+
+    name: str
+    layer: nn.Linear
+    downstream_name: str
+    downstream: nn.Linear
+    pixel_to_feature: torch.Tensor
+    image_shape: tuple[int, int, int]
+
+
+def reach_first_linear(model: nn.Module, image_shape: tuple[int, int, int]) -> LinearTarget:
+    """Make ``model`` (modified in place) pass the image to its first linear layer."""
+    c, h, w = image_shape
+    n = c * h * w
+    if isinstance(model, MLP):
+        return LinearTarget("fc1", model.fc1, "fc2", model.fc2, torch.arange(n), image_shape)
+    if isinstance(model, ConvNet):
+        return LinearTarget("fc1", model.fc1, "head", model.head,
+                            _identity_convs(model, image_shape), image_shape)
+    raise GradguardError(f"this attack rewrites the first linear layer of {', '.join(SUPPORTED)} "
+                         f"models only; got {type(model).__name__} (use imprint-arch for any model)")
+
+
+@torch.no_grad()
+def _identity_convs(model: ConvNet, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    c, h, w = image_shape
+    c1, c2 = model.conv1.out_channels, model.conv2.out_channels
+    if c1 < c or c2 < 4 * c:
+        raise GradguardError(f"convnet channels ({c1}, {c2}) too few to pass {c} image channels "
+                             f"through (need at least ({c}, {4 * c}))")
+    model.conv1.weight.zero_()
+    model.conv1.bias.zero_()
+    model.conv2.weight.zero_()
+    model.conv2.bias.zero_()
+    for ch in range(c):
+        model.conv1.weight[ch, ch, 1, 1] = 1.0
+        for dy in (0, 1):
+            for dx in (0, 1):
+                model.conv2.weight[4 * ch + 2 * dy + dx, ch, 1 + dy, 1 + dx] = 1.0
+    h2, w2 = (h + 1) // 2, (w + 1) // 2
+    ch, y, x = torch.meshgrid(torch.arange(c), torch.arange(h), torch.arange(w), indexing="ij")
+    feature = ((4 * ch + 2 * (y % 2) + (x % 2)) * h2 + y // 2) * w2 + x // 2
+    return feature.flatten()
+
+
+def features_to_images(features: torch.Tensor, target: LinearTarget) -> torch.Tensor:
+    """Undo the pass-through: first-layer inputs (N x F) back to images (N x C x H x W)."""
+    return features[:, target.pixel_to_feature].reshape(len(features), *target.image_shape)
+
+
+def check_width(target: LinearTarget, width: int, option: str) -> None:
+    if target.layer.out_features != width:
+        raise GradguardError(
+            f"the model's {target.name} has {target.layer.out_features} units but the attack "
+            f"wants {option}={width}: build the model with width={width}")

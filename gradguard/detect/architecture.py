@@ -1,0 +1,121 @@
+"""The architecture / state check (seed 000, section 3.1).
+
+The received state must match the client's template exactly: the same names, shapes and
+dtypes. An extra or missing entry is an attack (an inserted imprint block), not something
+to ignore as ``load_state_dict(strict=False)`` would. Non-finite values and absurd
+magnitudes make a model unverifiable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+
+import torch
+
+from gradguard.detect.base import Context, Finding, Verdict, verdict_from
+from gradguard.detect.thresholds import resolve
+
+
+class ArchitectureCheck:
+    name = "architecture"
+    needs_data = False
+
+    def __init__(self, thresholds: Mapping[str, float] | None = None) -> None:
+        self.t = resolve(self.name, thresholds)
+
+    def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
+        start = time.perf_counter()
+        expected = ctx.template.state_dict()
+        findings: list[Finding] = []
+        extra = [k for k in received if k not in expected]
+        missing = [k for k in expected if k not in received]
+        for kind, names in (("extra", extra), ("missing", missing)):
+            if names:
+                shown = ", ".join(names[:5]) + (
+                    f" (+{len(names) - 5} more)" if len(names) > 5 else ""
+                )
+                findings.append(
+                    Finding(
+                        f"architecture.{kind}",
+                        shown,
+                        float(len(names)),
+                        0.0,
+                        f"{len(names)} {kind} entr{'y' if len(names) == 1 else 'ies'} compared "
+                        "with the client's model: the architecture was changed",
+                    )
+                )
+        verified, top = True, 0.0
+        for k in expected.keys() & received.keys():
+            want, got = expected[k], received[k]
+            if not isinstance(got, torch.Tensor):
+                findings.append(
+                    Finding(
+                        "architecture.type",
+                        k,
+                        math.nan,
+                        0.0,
+                        f"{type(got).__name__} instead of a tensor",
+                    )
+                )
+                verified = False
+                continue
+            if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
+                findings.append(
+                    Finding(
+                        "architecture.shape",
+                        k,
+                        float(got.numel()),
+                        float(want.numel()),
+                        f"{tuple(got.shape)} {str(got.dtype).removeprefix('torch.')} where the "
+                        f"client's model has {tuple(want.shape)} "
+                        f"{str(want.dtype).removeprefix('torch.')}",
+                    )
+                )
+                verified = False
+                continue
+            if got.is_floating_point() and got.numel():
+                peak = peak_abs(got)
+                if not math.isfinite(peak):
+                    bad = int((~torch.isfinite(got)).sum())
+                    findings.append(
+                        Finding(
+                            "architecture.finite",
+                            k,
+                            float(bad),
+                            0.0,
+                            f"{bad} non-finite value(s) (NaN or Inf)",
+                        )
+                    )
+                    verified = False
+                    continue
+                top = max(top, peak)
+                if peak > self.t["max_abs"]:
+                    findings.append(
+                        Finding(
+                            "architecture.magnitude",
+                            k,
+                            peak,
+                            self.t["max_abs"],
+                            f"a value of magnitude {peak:.3g}: no honest training produces it",
+                        )
+                    )
+                    verified = False
+        findings.append(
+            Finding(
+                "architecture.magnitude",
+                "-",
+                top,
+                self.t["max_abs"],
+                f"largest magnitude {top:.3g}",
+                flagged=False,
+            )
+        )
+        return verdict_from(self.name, findings, start, {"max_abs": top}, verified=verified)
+
+
+def peak_abs(t: torch.Tensor) -> float:
+    """max |t| in one pass (NaN if any NaN, Inf if any Inf)."""
+    lo, hi = torch.aminmax(t.detach())
+    return max(-float(lo), float(hi))

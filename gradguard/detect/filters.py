@@ -1,0 +1,68 @@
+"""Transmit-SNR of the first convolution's filters (seed 000, section 3.2; anchors).
+
+For each filter ``w`` of the first convolution: ``max|w| / (sum|w| - max|w| + 1e-6)``.
+A filter that passes its input through (a scaled Dirac / identity kernel, Boenisch et al.)
+scores about 1e6; learned filters stay below 1.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import torch
+
+from gradguard.detect.base import Context, Finding, Verdict, verdict_from
+from gradguard.detect.layers import convs
+from gradguard.detect.thresholds import resolve
+
+
+def transmit_ratio(weight: torch.Tensor) -> torch.Tensor:
+    """Per output filter: the largest |entry| over the sum of all the other |entries|."""
+    a = weight.detach().abs().flatten(1)
+    peak = a.max(dim=1).values.double()
+    return peak / (a.sum(dim=1).double() - peak + 1e-6)
+
+
+class TransmitSNR:
+    name = "transmit-snr"
+    needs_data = False
+
+    def __init__(self, thresholds: Mapping[str, float] | None = None) -> None:
+        self.t = resolve(self.name, thresholds)
+
+    def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
+        start = time.perf_counter()
+        layers = convs(ctx.template)
+        if not layers:
+            return verdict_from(
+                self.name,
+                [
+                    Finding(
+                        "transmit-snr",
+                        "-",
+                        0.0,
+                        self.t["ratio"],
+                        "the model has no convolution: nothing to check",
+                        flagged=False,
+                    )
+                ],
+                start,
+            )
+        layer = layers[0]
+        r = transmit_ratio(received[f"{layer}.weight"])
+        worst = float(r.max())
+        n_bad = int((r >= self.t["ratio"]).sum())
+        flagged = worst >= self.t["ratio"]
+        msg = (
+            f"{n_bad} of {len(r)} filters pass their input through (largest entry "
+            f"{worst:.3g}x the rest: a Dirac/identity kernel)"
+            if flagged
+            else f"largest filter ratio {worst:.3g} (learned filters stay below 1)"
+        )
+        return verdict_from(
+            self.name,
+            [Finding("transmit-snr", layer, worst, self.t["ratio"], msg, flagged)],
+            start,
+            {"ratios": r.tolist()},
+        )

@@ -1,0 +1,73 @@
+"""Imprint signature (Fowl et al. 2022, "Robbing the Fed"; seed 000, A.1.1 and Fig. 2).
+
+Every bin of an imprint layer measures the same linear function of the input, so its rows
+are (nearly) identical, and its biases are minus increasing quantiles: monotone. Learned
+rows of a trained or freshly initialised layer are never near-parallel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from gradguard.detect.base import Finding
+from gradguard.detect.thresholds import DUPLICATE_COSINE
+
+if TYPE_CHECKING:
+    from gradguard.detect.forensics import Layers
+
+MAX_ROWS = 4096
+
+
+def twin_rows(w: torch.Tensor) -> torch.Tensor:
+    """Indices of non-zero rows that have a near-parallel twin (cosine >= 0.999)."""
+    w = w.detach()[:MAX_ROWS].float()
+    norms = w.norm(dim=1)
+    live = (norms > 1e-6 * float(norms.max().clamp_min(1e-30))).nonzero().flatten()
+    if len(live) < 2:
+        return live[:0]
+    u = w[live] / norms[live, None]
+    gram = u @ u.T
+    gram.fill_diagonal_(-2.0)
+    return live[gram.max(dim=1).values >= DUPLICATE_COSINE]
+
+
+def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]) -> list[Finding]:
+    findings = []
+    threshold = t["duplicate_rows"]
+    for layer in layers.linear:
+        w = received[f"{layer}.weight"]
+        if w.shape[0] < 2:
+            continue
+        twins = twin_rows(w)
+        n = len(twins)
+        if n < threshold:
+            findings.append(
+                Finding(
+                    "forensics.imprint",
+                    layer,
+                    float(n),
+                    threshold,
+                    f"{n} near-identical rows",
+                    flagged=False,
+                )
+            )
+            continue
+        msg = f"{n} of {w.shape[0]} rows are near-identical (cosine >= {DUPLICATE_COSINE})"
+        bias = received.get(f"{layer}.bias")
+        if isinstance(bias, torch.Tensor) and bias.shape == (w.shape[0],):
+            b = bias.detach().double()[twins]
+            steps = torch.sign(b[1:] - b[:-1])
+            mono = float(steps.sum().abs() / max(1, len(steps)))
+            msg += f"; their biases are {mono:.0%} monotone"
+        findings.append(
+            Finding(
+                "forensics.imprint",
+                layer,
+                float(n),
+                threshold,
+                msg + ": the signature of an imprint layer",
+            )
+        )
+    return findings

@@ -1,0 +1,43 @@
+"""Default thresholds, by ``"detector.key"``.
+
+Every value here was set from honest models only: ``python benchmarks/calibrate.py``
+scores a calibration corpus of honest global models (short FedAvg runs on digits, seeds
+1000+, disjoint from the evaluation corpus) and proposes ``margin x (largest honest
+score)``; docs/detection.md gives the margins and the measured honest maxima. Where a
+literature anchor exists (transmit-SNR and D-SNR flag above 1) it is kept when it lies
+above the calibrated value. No value was tuned on attacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+DEFAULTS: dict[str, float] = {
+    # architecture: largest |value| a float entry may hold before the model is unverifiable
+    "architecture.max_abs": 1e6,
+    # transmit-SNR of first-conv filters (anchors: benign < 1, Dirac ~1e6)
+    "transmit-snr.ratio": 1.0,
+    # forensics
+    "forensics.duplicate_rows": 3.0,  # rows of one linear layer with a near-identical twin
+    "forensics.trap_signs": 12.0,  # -log10 p of rows with exactly half negative weights
+    "forensics.dirac_filters": 1.0,  # conv filters with transmit ratio >= dirac_ratio
+    "forensics.zero_rows": 1.0,  # all-zero rows in the first or last linear layer
+    "forensics.bias_extremity": 50.0,  # last-layer max|b| / median row norm
+    "forensics.attention": 1.0,  # attention layers with zeroed queries or identity keys
+    # D-SNR (anchors: flag above 1)
+    "dsnr.ratio": 1.0,
+    # warm-up Z-score (seed 000, section 5): any |Z| above this flags
+    "warmup.z": 1e6,
+    "warmup+.z": 100.0,
+}
+
+# Fixed parameters of the statistics (not decision thresholds).
+DIRAC_RATIO = 1.0  # a filter whose largest entry outweighs all the others together
+DUPLICATE_COSINE = 0.999
+
+
+def resolve(detector: str, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The thresholds of ``detector`` (keys without the prefix), overrides applied."""
+    prefix = detector + "."
+    merged = {**DEFAULTS, **(overrides or {})}
+    return {k[len(prefix) :]: float(v) for k, v in merged.items() if k.startswith(prefix)}

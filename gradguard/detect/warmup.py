@@ -1,0 +1,178 @@
+"""The warm-up Z-score detector of the seed paper ("Hear No Evil", sections 5.2 and 5.3).
+
+Before training, the client takes ``steps`` (5) SGD steps on ``samples`` (128) random
+local examples, one full batch each. After every step it snapshots, for each target layer,
+the mean, standard deviation and largest magnitude of
+
+- the weights and biases of the first and last linear layers, the first convolution and
+  the first and last attention layers (q, k, v and output projections together);
+- the activations after up to three batch-norm layers (forward hooks).
+
+The received model's statistics are step 0. After step ``t`` the Z-score of each
+statistic is ``(s_t - mean(s_0..s_{t-1})) / (std(s_0..s_{t-1}) + eps)`` against the history
+so far; the model is flagged if any ``|Z|`` exceeds the threshold. With a history of one
+value the standard deviation is zero, so the first step's Z-score is the change divided by
+``eps``; the paper's benign Z-scores in the thousands (its Fig. 3) reflect this. Every
+statistic and Z-score is kept in ``Verdict.metadata`` (Fig. 3, Table 1).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gradguard.detect.base import Context, Finding, Verdict, verdict_from
+from gradguard.detect.layers import attentions, batchnorms, convs, linears
+from gradguard.detect.thresholds import resolve
+
+STATS = ("mean", "std", "maxabs")
+
+
+def _stats(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().double().flatten()
+    return torch.stack([t.mean(), t.std(unbiased=False), t.abs().max()])
+
+
+def target_parameters(model: nn.Module) -> dict[str, list[torch.Tensor]]:
+    """Target layer statistics -> the live parameter tensors they summarise (section 5.2)."""
+    mods = dict(model.named_modules())
+    out: dict[str, list[torch.Tensor]] = {}
+
+    def add(key: str, names: list[str], attr: str) -> None:
+        ts = [getattr(mods[n], attr) for n in names]
+        ts = [t for t in ts if isinstance(t, torch.Tensor)]
+        if ts:
+            out[key] = ts
+
+    conv = convs(model)
+    if conv:
+        add("conv[0]_weight", conv[:1], "weight")
+        add("conv[0]_bias", conv[:1], "bias")
+    lin = linears(model)
+    if lin:
+        for tag, name in (("linear[0]", lin[0]), ("linear[-1]", lin[-1])):
+            add(f"{tag}_weight", [name], "weight")
+            add(f"{tag}_bias", [name], "bias")
+    att = attentions(model)
+    if att:
+        for tag, name in (("attention[0]", att[0]), ("attention[-1]", att[-1])):
+            parts = [f"{name}.{p}" for p in ("q", "k", "v", "proj") if f"{name}.{p}" in mods]
+            add(f"{tag}_weight", parts, "weight")
+            add(f"{tag}_bias", parts, "bias")
+    return out
+
+
+class WarmUp:
+    """Seed 000, section 5: flag if any warm-up Z-score exceeds ``warmup.z``."""
+
+    name = "warmup"
+    needs_data = True
+
+    def __init__(
+        self,
+        thresholds: Mapping[str, float] | None = None,
+        steps: int = 5,
+        samples: int = 128,
+        lr: float = 0.05,
+        batchnorms: int = 3,
+        eps: float = 1e-8,
+        seed: int = 0,
+    ) -> None:
+        self.t = resolve(self.name, thresholds)
+        self.steps, self.samples, self.lr = steps, samples, lr
+        self.max_bn, self.eps, self.seed = batchnorms, eps, seed
+
+    # --- the warm-up run: statistics s_0..s_steps of every target -------------------------
+    def profile(
+        self, received: dict[str, torch.Tensor], ctx: Context
+    ) -> tuple[dict[str, torch.Tensor], list[float]]:
+        """Statistics per target (``steps + 1`` x 3, step 0 = received) and the losses."""
+        model = ctx.instantiate(received)
+        model.train()
+        assert ctx.data is not None
+        g = torch.Generator().manual_seed(self.seed)
+        idx = torch.randperm(len(ctx.data), generator=g)[: self.samples]
+        x, y = ctx.data.x[idx], ctx.data.y[idx]
+        params = target_parameters(model)
+        acts: dict[str, torch.Tensor] = {}
+        mods = dict(model.named_modules())
+        hooks = [
+            mods[n].register_forward_hook(
+                lambda _m, _i, out, key=f"batchnorm[{i}]_activation": acts.__setitem__(key, out)
+            )
+            for i, n in enumerate(batchnorms(model)[: self.max_bn])
+        ]
+        rows: dict[str, list[torch.Tensor]] = {}
+        losses: list[float] = []
+        opt = torch.optim.SGD(model.parameters(), lr=self.lr)
+        try:
+            for step in range(self.steps + 1):
+                training = step < self.steps
+                with torch.set_grad_enabled(training):
+                    loss = F.cross_entropy(model(x), y)
+                for key, ts in params.items():
+                    rows.setdefault(key, []).append(
+                        _stats(torch.cat([t.detach().flatten() for t in ts]))
+                    )
+                for key, a in acts.items():
+                    rows.setdefault(key, []).append(_stats(a))
+                if training:
+                    losses.append(float(loss.detach()))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+        finally:
+            for h in hooks:
+                h.remove()
+        return {k: torch.stack(v) for k, v in rows.items()}, losses
+
+    def zscores(self, s: torch.Tensor) -> torch.Tensor:
+        """Z-score of step ``t`` (1..steps) against steps ``0..t-1``: ``steps x 3``."""
+        out = []
+        for t in range(1, len(s)):
+            hist = s[:t]
+            out.append((s[t] - hist.mean(0)) / (hist.std(0, unbiased=False) + self.eps))
+        return torch.stack(out)
+
+    def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
+        start = time.perf_counter()
+        stats, losses = self.profile(received, ctx)
+        threshold = self.t["z"]
+        findings: list[Finding] = []
+        zs: dict[str, dict[str, list[float]]] = {}
+        best: Finding | None = None
+        for key, s in stats.items():
+            z = self.zscores(s)
+            z = torch.where(torch.isfinite(z), z, torch.full_like(z, math.inf))
+            zs[key] = {name: z[:, j].tolist() for j, name in enumerate(STATS)}
+            for j, name in enumerate(STATS):
+                col = z[:, j].abs()
+                value, step = float(col.max()), int(col.argmax()) + 1
+                f = Finding(
+                    f"{self.name}.z",
+                    f"{key}.{name}",
+                    value,
+                    threshold,
+                    f"|Z| of the {name} reaches {value:.3g} at warm-up step {step}",
+                    value >= threshold,
+                )
+                if f.flagged:
+                    findings.append(f)
+                elif best is None or value > best.value:
+                    best = f
+        if best is not None:
+            findings.append(best)
+        meta = {
+            "z": zs,
+            "stats": {
+                k: {n: s[:, j].tolist() for j, n in enumerate(STATS)} for k, s in stats.items()
+            },
+            "loss": losses,
+            "max_z": max((f.value for f in findings), default=0.0),
+        }
+        return verdict_from(self.name, findings, start, meta)
