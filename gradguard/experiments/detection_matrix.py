@@ -60,11 +60,9 @@ def default_settings(quick: bool = False) -> tuple[Setting, ...]:
         Setting("curious", "256 neurons", {"neurons": 256}, "mlp"),
         Setting("curious", "1000 neurons", {"neurons": 1000}, "mlp"),
         Setting("curious", "256 neurons, convnet", {"neurons": 256}, "convnet"),
-        Setting(
-            "fishing-class", "multiplier 1", {"multiplier": 1.0}, "resnet", "batch", mildest=True
-        ),
-        Setting("fishing-class", "multiplier 4", {"multiplier": 4.0}, "resnet", "batch"),
-        Setting("fishing-class", "multiplier 16", {"multiplier": 16.0}, "resnet", "batch"),
+        Setting("fishing-class", "bias 2", {"bias": 2.0}, "resnet", "batch", mildest=True),
+        Setting("fishing-class", "bias 10", {"bias": 10.0}, "resnet", "batch"),
+        Setting("fishing-class", "bias 1000", {"bias": 1000.0}, "resnet", "batch"),
         Setting(
             "fishing-feature", "multiplier 1", {"multiplier": 1.0}, "resnet", "batch", mildest=True
         ),
@@ -83,6 +81,8 @@ def default_settings(quick: bool = False) -> tuple[Setting, ...]:
             "1000 neurons",
             "multiplier 1",
             "multiplier 16",
+            "bias 2",
+            "bias 1000",
             "honest mlp",
         }
         s = [x for x in s if x.label in keep]

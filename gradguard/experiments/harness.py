@@ -77,9 +77,7 @@ def inspect_all(
     if guard:
         t0 = time.perf_counter()
         try:
-            v = Guard(GuardConfig(), template=template, data=data, previous=previous).check(
-                received
-            )
+            v = Guard(GuardConfig(), template=template, data=data).check(received, previous)
             out[GUARD] = Outcome(
                 GUARD,
                 bool(v.malicious),
