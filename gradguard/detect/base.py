@@ -116,3 +116,31 @@ def verdict_from(
     return Verdict(
         malicious, score, time.perf_counter() - start, findings, detector, verified, metadata or {}
     )
+
+
+def mismatch(received: dict[str, torch.Tensor], template: nn.Module) -> str:
+    """Why ``received`` does not fit ``template`` ('' when names, shapes and dtypes match)."""
+    expected = template.state_dict()
+    if received.keys() != expected.keys():
+        extra = sorted(received.keys() - expected.keys())
+        missing = sorted(expected.keys() - received.keys())
+        return f"the received state has {len(extra)} extra and {len(missing)} missing entries"
+    for k, v in expected.items():
+        got = received[k]
+        if not isinstance(got, torch.Tensor) or got.shape != v.shape or got.dtype != v.dtype:
+            return f"{k} does not match the client's model"
+    return ""
+
+
+def unverifiable(detector: str, reason: str, start: float) -> Verdict:
+    """The model cannot be checked by ``detector``: malicious, unverified (fail closed)."""
+    import time
+
+    return Verdict(
+        True,
+        math.inf,
+        time.perf_counter() - start,
+        [Finding(f"{detector}.unverifiable", "-", math.nan, math.nan, f"cannot verify: {reason}")],
+        detector,
+        verified=False,
+    )

@@ -12,7 +12,14 @@ from collections.abc import Mapping
 
 import torch
 
-from gradguard.detect.base import Context, Finding, Verdict, verdict_from
+from gradguard.detect.base import (
+    Context,
+    Finding,
+    Verdict,
+    mismatch,
+    unverifiable,
+    verdict_from,
+)
 from gradguard.detect.layers import convs
 from gradguard.detect.thresholds import resolve
 
@@ -33,6 +40,9 @@ class TransmitSNR:
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
+        reason = mismatch(received, ctx.template)
+        if reason:
+            return unverifiable(self.name, reason, start)
         layers = convs(ctx.template)
         if not layers:
             return verdict_from(

@@ -26,7 +26,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gradguard.detect.base import Context, Finding, Verdict, verdict_from
+from gradguard.detect.base import (
+    Context,
+    Finding,
+    Verdict,
+    mismatch,
+    unverifiable,
+    verdict_from,
+)
 from gradguard.detect.layers import attentions, batchnorms, convs, linears
 from gradguard.detect.thresholds import resolve
 
@@ -109,7 +116,8 @@ class WarmUp:
         ]
         rows: dict[str, list[torch.Tensor]] = {}
         losses: list[float] = []
-        opt = torch.optim.SGD(model.parameters(), lr=self.lr)
+        # Plain SGD by hand: torch.optim's first use imports torch._dynamo (seconds).
+        trainable = [p for p in model.parameters() if p.requires_grad]
         try:
             for step in range(self.steps + 1):
                 training = step < self.steps
@@ -123,9 +131,11 @@ class WarmUp:
                     rows.setdefault(key, []).append(_stats(a))
                 if training:
                     losses.append(float(loss.detach()))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    grads = torch.autograd.grad(loss, trainable, allow_unused=True)
+                    with torch.no_grad():
+                        for p, g in zip(trainable, grads, strict=True):
+                            if g is not None:
+                                p.sub_(self.lr * g)
         finally:
             for h in hooks:
                 h.remove()
@@ -141,6 +151,9 @@ class WarmUp:
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
+        reason = mismatch(received, ctx.template)
+        if reason:
+            return unverifiable(self.name, reason, start)
         stats, losses = self.profile(received, ctx)
         threshold = self.t["z"]
         findings: list[Finding] = []

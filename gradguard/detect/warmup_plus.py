@@ -39,7 +39,7 @@ class WarmUpPlus(WarmUp):
         for t in range(1, len(s)):
             hist = s[:t]
             mean = hist.mean(0)
-            floor = self.rel * (mean.abs() + spread0)
+            floor = self.rel * (mean.abs() + spread0) + 1e-12
             out.append((s[t] - mean) / torch.maximum(hist.std(0, unbiased=False), floor))
         return torch.stack(out)
 
