@@ -8,6 +8,7 @@ Writes benchmarks/results/detection_matrix{,_quick}.json, .md and .png (issue 4,
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    logging.getLogger("gradguard.detect").setLevel(logging.ERROR)
     settings = dm.default_settings(quick=args.quick)
     if args.attacks:
         settings = tuple(s for s in settings if s.attack in args.attacks)

@@ -8,6 +8,7 @@ Writes benchmarks/results/false_positives{,_quick}.json and .md (issue 4, must s
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    logging.getLogger("gradguard.detect").setLevel(logging.ERROR)
     rounds = args.rounds or (2 if args.quick else 15)
     corpus = CorpusConfig(dataset=args.dataset, seeds=tuple(args.seeds), rounds=rounds)
     result = fp.run(fp.FalsePositiveConfig(corpus=corpus))
