@@ -48,6 +48,7 @@ class CorpusConfig:
         default_factory=lambda: LocalTraining(epochs=1, batch_size=32, lr=0.1)
     )
     include_initial: bool = True
+    every: int = 1  # snapshot rounds 1, every, 2 * every, ... and the last round
 
     def __post_init__(self) -> None:
         bad = [s for s in self.seeds if not 0 <= s <= MAX_SEED]
@@ -56,9 +57,14 @@ class CorpusConfig:
                 f"corpus seeds must lie in 0-{MAX_SEED} (calibration uses >= 1000); got {bad}"
             )
 
+    def snapshot_rounds(self) -> list[int]:
+        rounds = {r for r in range(1, self.rounds + 1) if r == 1 or r % self.every == 0}
+        rounds |= {self.rounds} | ({0} if self.include_initial else set())
+        return sorted(rounds)
+
     @property
     def size(self) -> int:
-        per_run = self.rounds + (1 if self.include_initial else 0)
+        per_run = len(self.snapshot_rounds())
         return len(self.families) * len(self.partitions) * len(self.seeds) * per_run
 
 
@@ -132,16 +138,16 @@ def _run(
             previous,
         )
 
-    previous = None
+    keep = set(cfg.snapshot_rounds())
     if cfg.include_initial:
-        snap = snapshot(0, accuracy(fed.model, test.x, test.y), None)
-        previous = snap.state
-        yield snap
+        yield snapshot(0, accuracy(fed.model, test.x, test.y), None)
+    previous = full_state(fed.model)
     for rnd in range(1, cfg.rounds + 1):
         result = fed.round(rnd)
-        snap = snapshot(rnd, result.accuracy, previous)
-        previous = snap.state
-        yield snap
+        if rnd in keep:
+            yield snapshot(rnd, result.accuracy, previous)
+        # Every client takes part in every round: each last accepted the previous round's model.
+        previous = full_state(fed.model)
 
 
 def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
