@@ -127,7 +127,12 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"(5 steps, 128 local samples). Values are |Z| of the layer's mean, std and max-abs "
         f"at step {step}. Linear layers: "
         + ", ".join(f"`{k}` = `{v}`" for k, v in result["linear_layers"].items())
-        + " (our resnet has one linear layer, the head). Verdicts: "
+        + (
+            " (one linear layer, the head: both rows are the same layer)"
+            if len(set(result["linear_layers"].values())) == 1
+            else ""
+        )
+        + ". Verdicts: "
         + ", ".join(
             f"{n} {'flagged' if models[n]['flagged'] else 'passed'} (score "
             f"{models[n]['score']:.3g})"
