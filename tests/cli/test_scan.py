@@ -120,7 +120,7 @@ def _hostile(d: Path, honest: bytes, state: dict, marker: Path, rng: random.Rand
         else:
             p.write_bytes(pickle.dumps(evil, protocol=rng.choice([2, 4, 5])))
         yield p
-    for i in range(40):  # random bytes, empty, zip junk
+    for _ in range(40):  # random bytes, empty, zip junk
         yield put(
             rng.choice(
                 [
