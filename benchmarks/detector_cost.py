@@ -54,7 +54,7 @@ def main() -> None:
         for d in DETECTORS:
             det = get_detector(d)
             det.inspect(state, ctx)
-            row[d] = best(lambda det=det: det.inspect(state, ctx), repeat)
+            row[d] = best(lambda det=det, s=state, c=ctx: det.inspect(s, c), repeat)
         for label, dets in (
             ("guard_default", GuardConfig().detectors),
             ("guard_plus", STATIC + ("warmup+",)),
@@ -62,7 +62,7 @@ def main() -> None:
         ):
             g = Guard(GuardConfig(detectors=dets), template=m, data=train)
             g.check(state)
-            row[label] = best(lambda g=g: g.check(state), repeat)
+            row[label] = best(lambda g=g, s=state: g.check(s), repeat)
         rows.append(row)
     m18 = build_model("resnet18", (3, 32, 32), 10)
     g = Guard(GuardConfig(detectors=STATIC), template=m18)
