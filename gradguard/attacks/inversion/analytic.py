@@ -16,8 +16,9 @@ import torch
 EMPTY_TOL = 1e-5
 
 
-def invert_rows(dw: torch.Tensor, db: torch.Tensor, tol: float = EMPTY_TOL,
-                limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def invert_rows(
+    dw: torch.Tensor, db: torch.Tensor, tol: float = EMPTY_TOL, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``dW_i / db_i`` for every row with a non-negligible bias gradient.
 
     With ``limit``, only that many rows with the largest ``|db_i|`` (the strongest
@@ -33,9 +34,13 @@ def invert_rows(dw: torch.Tensor, db: torch.Tensor, tol: float = EMPTY_TOL,
     return (dw[rows] / db[rows, None]).float(), rows
 
 
-def invert_bins(dw: torch.Tensor, db: torch.Tensor, order: torch.Tensor,
-                tol: float = EMPTY_TOL, limit: int | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def invert_bins(
+    dw: torch.Tensor,
+    db: torch.Tensor,
+    order: torch.Tensor,
+    tol: float = EMPTY_TOL,
+    limit: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Imprint recovery: difference rows adjacent in ``order`` (thresholds ascending).
 
     Row ``order[k]`` fires for every sample whose measurement exceeds the ``k``-th
@@ -50,23 +55,30 @@ def invert_bins(dw: torch.Tensor, db: torch.Tensor, order: torch.Tensor,
     return features, order[rows]
 
 
-def deduplicate(candidates: torch.Tensor, limit: int, same_db: float = 40.0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def deduplicate(
+    candidates: torch.Tensor, limit: int, same_db: float = 40.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep at most ``limit`` distinct candidates, those repeated most often first.
 
-    Many trap rows fire for the same lone sample and give the same input; mixtures of
-    several samples are rarer per set. Candidates within ``same_db`` dB PSNR of each
-    other (values in [0, 1]) are one image. Returns the kept images and their counts.
+    Many trap rows fire for the same lone sample and give the same input, while a mixture
+    of several samples is weighted differently in every row. Candidates within ``same_db``
+    dB PSNR of each other (values in [0, 1]) are one image. Ties go to candidates that
+    stray least outside [0, 1] (a mixture with gradients of opposite signs extrapolates).
+    Returns the kept images and how many candidates each stands for.
     """
     if len(candidates) == 0:
         return candidates, torch.zeros(0, dtype=torch.long)
-    flat = candidates.clamp(0, 1).flatten(1).double()
+    raw = candidates.flatten(1).double()
+    flat = raw.clamp(0, 1)
+    stray = (raw - flat).abs().mean(1)
     mse = torch.cdist(flat, flat).pow(2) / flat.shape[1]
     same = mse <= 10 ** (-same_db / 10)
     counts = same.sum(1)
     taken = torch.zeros(len(flat), dtype=torch.bool)
     keep, sizes = [], []
-    for i in torch.argsort(counts, descending=True, stable=True).tolist():
+    by_stray = torch.argsort(stray, stable=True)
+    order = by_stray[torch.argsort(counts[by_stray], descending=True, stable=True)]
+    for i in order.tolist():
         if taken[i]:
             continue
         group = same[i] & ~taken

@@ -30,8 +30,12 @@ from torch import nn
 
 from gradguard.attacks.base import Reconstruction, ThreatModel
 from gradguard.attacks.inversion.analytic import invert_bins
-from gradguard.attacks.server.passthrough import (SUPPORTED, LinearTarget, check_width,
-                                                  reach_first_linear)
+from gradguard.attacks.server.passthrough import (
+    SUPPORTED,
+    LinearTarget,
+    check_width,
+    reach_first_linear,
+)
 from gradguard.data import Dataset
 from gradguard.errors import GradguardError
 from gradguard.fl.update import Update
@@ -52,8 +56,9 @@ class ImprintSecrets:
     thresholds: torch.Tensor
 
 
-def measurement_vector(kind: str, image_shape: tuple[int, int, int], seed: int = 0,
-                       dct: tuple[int, int] = (0, 1)) -> torch.Tensor:
+def measurement_vector(
+    kind: str, image_shape: tuple[int, int, int], seed: int = 0, dct: tuple[int, int] = (0, 1)
+) -> torch.Tensor:
     """The linear functional ``m(x) = a . x`` on flattened images (unit norm)."""
     c, h, w = image_shape
     if kind == "brightness":
@@ -97,19 +102,27 @@ def bin_thresholds(values: torch.Tensor, bins: int, quantiles: str = "gaussian")
 class _ImprintBase:
     threat_model: ThreatModel
 
-    def __init__(self, bins: int = 256, measurement: Measurement = "brightness",
-                 quantiles: Literal["gaussian", "empirical"] = "empirical",
-                 dct: tuple[int, int] = (0, 1), seed: int = 0, aux_limit: int = 10_000) -> None:
+    def __init__(
+        self,
+        bins: int = 256,
+        measurement: Measurement = "brightness",
+        quantiles: Literal["gaussian", "empirical"] = "empirical",
+        dct: tuple[int, int] = (0, 1),
+        seed: int = 0,
+        aux_limit: int = 10_000,
+    ) -> None:
         if bins < 2:
             raise GradguardError(f"bins must be at least 2, got {bins}")
         if measurement not in MEASUREMENTS:
             raise GradguardError(
-                f"unknown measurement {measurement!r}; valid: {', '.join(MEASUREMENTS)}")
+                f"unknown measurement {measurement!r}; valid: {', '.join(MEASUREMENTS)}"
+            )
         self.bins, self.measurement, self.quantiles = bins, measurement, quantiles
         self.dct, self.seed, self.aux_limit = tuple(dct), seed, aux_limit
 
-    def _imprint(self, layer: nn.Linear, pixel_to_feature: torch.Tensor, aux: Dataset
-                 ) -> torch.Tensor:
+    def _imprint(
+        self, layer: nn.Linear, pixel_to_feature: torch.Tensor, aux: Dataset
+    ) -> torch.Tensor:
         """Write the measurement rows and quantile biases into ``layer``; return thresholds."""
         a = measurement_vector(self.measurement, aux.image_shape, self.seed, self.dct)
         m = aux.x[: self.aux_limit].flatten(1).double() @ a
@@ -125,16 +138,22 @@ class _ImprintBase:
     def reconstruct(self, update: Update, secrets: ImprintSecrets) -> Reconstruction:
         g = update.as_gradient()
         if secrets.weight_key not in g or secrets.bias_key not in g:
-            raise GradguardError(f"the update has no {secrets.weight_key}: not from the "
-                                 "imprinted model")
+            raise GradguardError(
+                f"the update has no {secrets.weight_key}: not from the imprinted model"
+            )
         # At most one image per client sample: FedAvg drift leaves faint residues in many
         # bins, so the bins with the strongest bias signal are kept.
-        features, rows = invert_bins(g[secrets.weight_key], g[secrets.bias_key], secrets.order,
-                                     limit=update.num_examples)
-        images = features[:, secrets.pixel_to_feature].reshape(len(features),
-                                                               *secrets.image_shape).clamp(0, 1)
-        return Reconstruction(images, info={"bins_nonempty": len(rows),
-                                            "bins": int(len(secrets.order))})
+        features, rows = invert_bins(
+            g[secrets.weight_key], g[secrets.bias_key], secrets.order, limit=update.num_examples
+        )
+        images = (
+            features[:, secrets.pixel_to_feature]
+            .reshape(len(features), *secrets.image_shape)
+            .clamp(0, 1)
+        )
+        return Reconstruction(
+            images, info={"bins_nonempty": len(rows), "bins": int(len(secrets.order))}
+        )
 
 
 class Imprint(_ImprintBase):
@@ -143,16 +162,21 @@ class Imprint(_ImprintBase):
     name = "imprint"
     models = SUPPORTED
     threat_model = ThreatModel(
-        changes_architecture=False, protocols=("fedsgd", "fedavg"), aggregation="single",
+        changes_architecture=False,
+        protocols=("fedsgd", "fedavg"),
+        aggregation="single",
         summary="rewrites the first linear layer (identity convolutions before it on convnet); "
-                "exact for bins with one sample; FedAvg deltas degrade as local steps grow")
+        "exact for bins with one sample; FedAvg deltas degrade as local steps grow",
+    )
 
     def model_kwargs(self, model_name: str) -> dict:
         """Build arguments that give the first linear layer one unit per bin."""
         if model_name not in SUPPORTED:
-            raise GradguardError(f"attack {self.name!r} applies to models "
-                                 f"{', '.join(SUPPORTED)} (got {model_name!r}); "
-                                 "imprint-arch applies to any model")
+            raise GradguardError(
+                f"attack {self.name!r} applies to models "
+                f"{', '.join(SUPPORTED)} (got {model_name!r}); "
+                "imprint-arch applies to any model"
+            )
         return {"width": self.bins}
 
     def manipulate(self, model: nn.Module, aux: Dataset) -> tuple[nn.Module, ImprintSecrets]:
@@ -161,9 +185,14 @@ class Imprint(_ImprintBase):
         check_width(target, self.bins, "bins")
         q = self._imprint(target.layer, target.pixel_to_feature, aux)
         _equalize(target, torch.Generator().manual_seed(self.seed + 1))
-        return model, ImprintSecrets(f"{target.name}.weight", f"{target.name}.bias",
-                                     torch.arange(self.bins), target.pixel_to_feature,
-                                     aux.image_shape, q)
+        return model, ImprintSecrets(
+            f"{target.name}.weight",
+            f"{target.name}.bias",
+            torch.arange(self.bins),
+            target.pixel_to_feature,
+            aux.image_shape,
+            q,
+        )
 
 
 @torch.no_grad()
@@ -212,9 +241,12 @@ class ImprintArch(_ImprintBase):
     name = "imprint-arch"
     models = None  # any model
     threat_model = ThreatModel(
-        changes_architecture=True, protocols=("fedsgd", "fedavg"), aggregation="single",
+        changes_architecture=True,
+        protocols=("fedsgd", "fedavg"),
+        aggregation="single",
         summary="inserts Linear(N->bins)-ReLU-Linear(bins->N) before the model; exact for "
-                "bins with one sample")
+        "bins with one sample",
+    )
 
     def model_kwargs(self, model_name: str) -> dict:
         return {}
@@ -230,9 +262,22 @@ class ImprintArch(_ImprintBase):
             h = block.fc1(aux.x[: self.aux_limit].flatten(1)).relu()
             block.fc2.bias.fill_(-float(h.mean(0).sum()) / self.bins)
         manipulated = ImprintedModel(block, copy.deepcopy(model))
-        return manipulated, ImprintSecrets("imprint.fc1.weight", "imprint.fc1.bias",
-                                           torch.arange(self.bins), pixels, aux.image_shape, q)
+        return manipulated, ImprintSecrets(
+            "imprint.fc1.weight",
+            "imprint.fc1.bias",
+            torch.arange(self.bins),
+            pixels,
+            aux.image_shape,
+            q,
+        )
 
 
-__all__ = ["Imprint", "ImprintArch", "ImprintBlock", "ImprintSecrets", "ImprintedModel",
-           "bin_thresholds", "measurement_vector"]
+__all__ = [
+    "Imprint",
+    "ImprintArch",
+    "ImprintBlock",
+    "ImprintSecrets",
+    "ImprintedModel",
+    "bin_thresholds",
+    "measurement_vector",
+]

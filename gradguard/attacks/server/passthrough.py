@@ -46,10 +46,13 @@ def reach_first_linear(model: nn.Module, image_shape: tuple[int, int, int]) -> L
     if isinstance(model, MLP):
         return LinearTarget("fc1", model.fc1, "fc2", model.fc2, torch.arange(n), image_shape)
     if isinstance(model, ConvNet):
-        return LinearTarget("fc1", model.fc1, "head", model.head,
-                            _identity_convs(model, image_shape), image_shape)
-    raise GradguardError(f"this attack rewrites the first linear layer of {', '.join(SUPPORTED)} "
-                         f"models only; got {type(model).__name__} (use imprint-arch for any model)")
+        return LinearTarget(
+            "fc1", model.fc1, "head", model.head, _identity_convs(model, image_shape), image_shape
+        )
+    raise GradguardError(
+        f"this attack rewrites the first linear layer of {', '.join(SUPPORTED)} "
+        f"models only; got {type(model).__name__} (use imprint-arch for any model)"
+    )
 
 
 @torch.no_grad()
@@ -57,8 +60,10 @@ def _identity_convs(model: ConvNet, image_shape: tuple[int, int, int]) -> torch.
     c, h, w = image_shape
     c1, c2 = model.conv1.out_channels, model.conv2.out_channels
     if c1 < c or c2 < 4 * c:
-        raise GradguardError(f"convnet channels ({c1}, {c2}) too few to pass {c} image channels "
-                             f"through (need at least ({c}, {4 * c}))")
+        raise GradguardError(
+            f"convnet channels ({c1}, {c2}) too few to pass {c} image channels "
+            f"through (need at least ({c}, {4 * c}))"
+        )
     model.conv1.weight.zero_()
     model.conv1.bias.zero_()
     model.conv2.weight.zero_()
@@ -83,4 +88,5 @@ def check_width(target: LinearTarget, width: int, option: str) -> None:
     if target.layer.out_features != width:
         raise GradguardError(
             f"the model's {target.name} has {target.layer.out_features} units but the attack "
-            f"wants {option}={width}: build the model with width={width}")
+            f"wants {option}={width}: build the model with width={width}"
+        )

@@ -1,0 +1,64 @@
+import json
+
+import pytest
+
+from gradguard.cli import main
+from gradguard.models.io import load_state
+
+KEYS = {
+    "attack",
+    "dataset",
+    "model",
+    "batch_size",
+    "local_steps",
+    "leaked_fraction",
+    "psnr_mean",
+    "ssim_mean",
+    "seconds",
+}
+
+
+def test_json_keys_save_model_and_grid(tmp_path, capsys):
+    model_file = tmp_path / "m.safetensors"
+    code = main(
+        [
+            "attack",
+            "imprint",
+            "--batch-size",
+            "16",
+            "--bins",
+            "64",
+            "--json",
+            "--save-model",
+            str(model_file),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == KEYS
+    assert out["attack"] == "imprint" and out["leaked_fraction"] > 0.5
+    state = load_state(model_file)
+    assert tuple(state["fc1.weight"].shape) == (64, 64)
+    pngs = list((tmp_path / "out").glob("*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_attack_is_one_line_error(capsys):
+    assert main(["attack", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "imprint-arch" in err and "curious" in err
+
+
+def test_model_the_attack_cannot_use(capsys):
+    assert main(["attack", "curious", "--model", "vit-tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "mlp, convnet" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--neurons", "--bins"])
+def test_option_an_attack_lacks_is_an_error(flag, capsys):
+    name = "imprint" if flag == "--neurons" else "curious"
+    assert main(["attack", name, flag, "8"]) == 2
+    assert "has no option" in capsys.readouterr().err
