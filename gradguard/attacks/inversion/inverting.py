@@ -35,7 +35,7 @@ from gradguard.fl.update import Update
 class InversionConfig:
     """Settings of the gradient-matching optimisation."""
 
-    iterations: int = 1200
+    iterations: int = 500
     lr: float = 0.1
     tv: float = 1e-4
     restarts: int = 1

@@ -1,0 +1,71 @@
+"""Fishing (Wen et al. 2022) on digits: the fished gradient isolates the target class."""
+
+import pytest
+import torch
+
+from gradguard.attacks import get_attack
+from gradguard.attacks.inversion.inverting import invert
+from gradguard.data import train_test
+from gradguard.errors import GradguardError
+from gradguard.fl.client import LocalTraining, local_update
+from gradguard.metrics import match
+from gradguard.models import build_model
+
+
+@pytest.fixture(scope="module")
+def setup():
+    train, test = train_test("digits")
+    torch.manual_seed(0)
+    model = build_model("convnet", train.image_shape, train.num_classes)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))
+    batch = train.subset(order[:32])
+    return train, test, model, batch
+
+
+def _fedsgd(model, data):
+    return local_update(model, data, LocalTraining(batch_size=len(data), fedsgd=True))
+
+
+def test_class_fishing_model_and_count(setup):
+    _, test, model, batch = setup
+    attack = get_attack("fishing-class", target_class=3)
+    fished, secrets = attack.manipulate(model, test)
+    w, b = fished.head.weight, fished.head.bias
+    assert torch.equal(w[3], model.head.weight[3])
+    assert float(w[torch.arange(10) != 3].abs().sum()) == 0 and float(b[0]) == attack.bias
+    assert float(model.head.weight.abs().sum()) > 0  # the honest model is left untouched
+    update = _fedsgd(fished, batch)
+    # Below the head only the target class speaks: the gradient equals that of its samples.
+    only = batch.subset(torch.nonzero(batch.y == 3).flatten())
+    g_only = _fedsgd(fished, only).as_gradient()["conv1.weight"] * len(only) / len(batch)
+    assert torch.allclose(update.as_gradient()["conv1.weight"], g_only, atol=1e-6)
+    rec = get_attack("fishing-class", target_class=3, iterations=1).reconstruct(update, secrets)
+    assert rec.info["target_count"] == len(only)
+
+
+def test_class_fishing_beats_honest_inversion(setup):
+    _, test, model, batch = setup
+    attack = get_attack("fishing-class", target_class=3, images=1, iterations=120)
+    fished, secrets = attack.manipulate(model, test)
+    rec = attack.reconstruct(_fedsgd(fished, batch), secrets)
+    fished_psnr = float(match(batch.x, rec.images).psnr.max())
+    honest, _ = invert(
+        model, _fedsgd(model, batch).as_gradient(), torch.tensor([3]), (1, 1, 8, 8), attack.config()
+    )
+    honest_psnr = float(match(batch.x, honest).psnr.max())
+    assert fished_psnr >= 16.0 and fished_psnr > honest_psnr + 3
+
+
+def test_feature_fishing_builds_a_gate(setup):
+    _, test, model, _ = setup
+    attack = get_attack("fishing-feature", target_class=3, multiplier=16)
+    fished, secrets = attack.manipulate(model, test)
+    w, f = fished.head.weight, secrets["feature"]
+    assert int((w != 0).sum()) == 1 and float(w[3, f]) > 0
+    assert float(fished.head.bias[3]) == pytest.approx(-float(w[3, f]) * secrets["threshold"])
+
+
+def test_bad_target_is_one_clear_error(setup):
+    _, test, model, _ = setup
+    with pytest.raises(GradguardError, match="target class 12"):
+        get_attack("fishing-class", target_class=12).manipulate(model, test)
