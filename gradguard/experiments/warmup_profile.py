@@ -165,7 +165,7 @@ def plot(result: dict[str, Any], path: str) -> None:
     ax2.set_ylim(0, 1.02)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
     c = result["config"]
     ax.set_title(f"Honest warm-up Z-scores, {c['model']} ({c['norm']} norm), {c['dataset']}")
     fig.tight_layout()
