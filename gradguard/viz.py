@@ -68,15 +68,16 @@ def save_reconstruction_grid(
 ) -> Path:
     """Originals on top, each one's matched reconstruction below with its PSNR.
 
-    Shows the first ``max_images`` originals of the batch in batch order (no picking of
-    the best); an original with no reconstruction matched to it gets a blank cell, and
-    ``*`` marks a leak (PSNR >= ``threshold_db``).
+    Shows ``max_images`` originals: those matched to a reconstruction first, then the
+    rest, each in batch order (no picking of the best); an original with no match gets a
+    blank cell, and ``*`` marks a leak (PSNR >= ``threshold_db``).
     """
     by_true = {
         int(t): (int(r), float(p))
         for t, r, p in zip(matching.true_index, matching.recon_index, matching.psnr, strict=True)
     }
-    order = range(min(max_images, len(originals)))
+    # Originals that got a reconstruction first, each group in batch order (no cherry-picking).
+    order = sorted(range(len(originals)), key=lambda i: i not in by_true)[:max_images]
     top = [originals[i] for i in order]
     bottom, captions = [], []
     for i in order:

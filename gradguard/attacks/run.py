@@ -46,6 +46,7 @@ class AttackResult:
     batch_size: int
     local_steps: int
     originals: torch.Tensor
+    labels: torch.Tensor
     reconstruction: Reconstruction
     match: Match
     leaked_fraction: float
@@ -55,6 +56,8 @@ class AttackResult:
     manipulated: nn.Module
     honest: nn.Module
     update: Update
+    attacker: Any = None  # the attack object (its options, e.g. an inversion config)
+    secrets: Any = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -153,6 +156,7 @@ def run_attack(
         batch_size=batch_size,
         local_steps=local_steps,
         originals=batch.x,
+        labels=batch.y,
         reconstruction=reconstruction,
         match=m,
         leaked_fraction=m.leaked(psnr_threshold) / batch_size,
@@ -162,6 +166,8 @@ def run_attack(
         manipulated=manipulated,
         honest=honest,
         update=update,
+        attacker=attack,
+        secrets=secrets,
         options=dict(attack_options),
     )
 

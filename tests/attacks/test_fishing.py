@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from gradguard.attacks import get_attack
 from gradguard.attacks.inversion.inverting import invert
@@ -56,13 +57,29 @@ def test_class_fishing_beats_honest_inversion(setup):
     assert fished_psnr >= 16.0 and fished_psnr > honest_psnr + 3
 
 
-def test_feature_fishing_builds_a_gate(setup):
-    _, test, model, _ = setup
-    attack = get_attack("fishing-feature", target_class=3, multiplier=16)
+def _dsnr(model, batch) -> float:
+    """D-SNR of conv1 (anchors): the largest per-sample gradient norm over the others'."""
+    norms = []
+    for i in range(len(batch)):
+        model.zero_grad()
+        F.cross_entropy(model(batch.x[i : i + 1]), batch.y[i : i + 1]).backward()
+        norms.append(model.conv1.weight.grad.norm())
+    n = torch.stack(norms)
+    return float(n.max() / (n.sum() - n.max() + 1e-6))
+
+
+def test_feature_fishing_gate_isolates_one_sample(setup):
+    _, test, model, batch = setup
+    attack = get_attack("fishing-feature", multiplier=16, batch_size=32, train_steps=100)
     fished, secrets = attack.manipulate(model, test)
-    w, f = fished.head.weight, secrets["feature"]
-    assert int((w != 0).sum()) == 1 and float(w[3, f]) > 0
-    assert float(fished.head.bias[3]) == pytest.approx(-float(w[3, f]) * secrets["threshold"])
+    w, t, f = fished.head.weight, secrets["target_class"], secrets["feature"]
+    assert int((w != 0).sum()) == 1 and float(w[t, f]) > 0
+    assert float(fished.head.bias[t]) == pytest.approx(-float(w[t, f]) * secrets["threshold"])
+    assert secrets["expected_other_speakers"] < 1.0
+    weak, _ = get_attack("fishing-feature", multiplier=4, batch_size=32).manipulate(model, test)
+    # One sample dominates the batch gradient, more so with the larger multiplier.
+    strong_dsnr, weak_dsnr = _dsnr(fished, batch), _dsnr(weak, batch)
+    assert strong_dsnr > 1.0 and strong_dsnr > 2 * weak_dsnr
 
 
 def test_bad_target_is_one_clear_error(setup):

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gradguard.attacks.base import Reconstruction, ThreatModel
 from gradguard.attacks.inversion.labels import last_linear, mean_softmax, recover_labels
@@ -92,7 +93,7 @@ def invert(
     are ignored. Returns the images and ``{"gradient_loss", "restart", "labels"}``.
     """
     net = copy.deepcopy(model)
-    net.eval()  # deterministic forward; the models here have no dropout
+    net.train()  # the client computes its gradient in training mode (batch-norm statistics)
     names = [n for n, _ in net.named_parameters() if n in gradient]
     if not names:
         raise GradguardError("the update shares no parameter with the model to invert")
@@ -106,9 +107,11 @@ def invert(
 
     best: tuple[float, torch.Tensor, torch.Tensor | None, int] | None = None
     for r in range(config.restarts):
-        images, soft, loss = _run(
-            net, params, names, target, labels, shape, config, mask, classes, config.seed + r
-        )
+        # The fused attention kernels have no double backward; the math kernel has.
+        with sdpa_kernel(SDPBackend.MATH):
+            images, soft, loss = _run(
+                net, params, names, target, labels, shape, config, mask, classes, config.seed + r
+            )
         if best is None or loss < best[0]:
             best = (loss, images, soft, r)
     loss, images, soft, r = best  # type: ignore[misc]

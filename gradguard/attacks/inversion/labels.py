@@ -10,6 +10,8 @@ sec. 4, and Wainakh et al.'s LLG), with ``mean_p`` estimated from the model's so
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -85,5 +87,9 @@ def recover_labels(
 
 @torch.no_grad()
 def mean_softmax(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Mean predicted class distribution of ``model`` on ``x`` (for :func:`label_counts`)."""
-    return model(x).softmax(1).mean(0)
+    """Mean predicted class distribution of ``model`` on ``x`` (for :func:`label_counts`).
+
+    Runs on a copy in eval mode, so batch-norm statistics of ``model`` are left as they are.
+    """
+    net = copy.deepcopy(model).eval()
+    return net(x).softmax(1).mean(0)

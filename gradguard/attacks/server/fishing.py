@@ -267,6 +267,7 @@ def invert_fished(
 @torch.no_grad()
 def penultimate(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """The inputs of the last linear layer for ``x`` (N x features)."""
+    model = copy.deepcopy(model).eval()  # leave the batch-norm statistics of ``model`` alone
     _, head = last_linear(model)
     seen: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].flatten(1)))
