@@ -103,7 +103,7 @@ def cases(quick: bool, seeds: int) -> list[tuple[str, str, int, int, dict]]:
             out.append(("inverting-gradients", ds, 1, s, {"iterations": it}))
         for s in range(seeds):
             out.append(("fishing-class", ds, 64, s,
-                        {"iterations": 150 if quick else 300, "target_class": 0}))
+                        {"iterations": it, "target_class": 0}))
         for s in range(seeds):
             out.append(("fishing-feature", ds, 64, s, {"iterations": it, "batch_size": 64}))
     return out

@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--measurement", default=None, help="imprint measurement: brightness, random or dct"
     )
     parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other attack option, e.g. --option iterations=300 (repeatable)",
+    )
+    parser.add_argument(
         "--local-steps",
         type=int,
         default=1,
@@ -74,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise GradguardError(f"--option wants KEY=VALUE, got {item!r}")
+        options[key.strip().replace("-", "_")] = _parse(value.strip())
     result = run_attack(
         args.name,
         dataset=args.dataset,
@@ -129,3 +141,15 @@ def run(args: argparse.Namespace) -> int:
         for path in written:
             print(f"wrote {path}")
     return 0
+
+
+def _parse(value: str):
+    """``3`` -> int, ``0.5`` -> float, ``true``/``false`` -> bool, else the string."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value

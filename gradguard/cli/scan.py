@@ -8,6 +8,7 @@ unpickling arbitrary objects (gradguard.models.io).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from gradguard.errors import GradguardError, ModelFileError
 
-DEFAULT = "architecture,forensics,transmit-snr,warmup"
+DEFAULT = "architecture,forensics,transmit-snr,warmup+"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,8 +56,21 @@ def _usage(msg: str) -> GradguardError:
     return e
 
 
-def run(args: argparse.Namespace) -> int:
+def _local_data(spec: str, samples: int):
+    """The local sample, read once per process (keyed by the path's modification time)."""
+    path = Path(spec).expanduser()
+    stamp = path.stat().st_mtime_ns if path.exists() else None
+    return _cached_data(spec, samples, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_data(spec: str, samples: int, _stamp: int | None):
     from gradguard.data import train_test
+
+    return train_test(spec, limit=samples)[0]
+
+
+def run(args: argparse.Namespace) -> int:
     from gradguard.detect import DETECTORS, Guard, GuardConfig
     from gradguard.detect.base import Finding, Verdict
     from gradguard.models import build_model
@@ -84,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.model_file).is_file():
         raise _usage(f"{args.model_file}: no such file")
     try:
-        train, _ = train_test(args.dataset, limit=args.samples)
+        train = _local_data(args.dataset, args.samples)
     except GradguardError as e:
         raise _usage(str(e)) from None
     kw = {"width": args.width} if args.width else {}

@@ -76,6 +76,8 @@ class Context:
     template: nn.Module
     data: Dataset | None = None
     previous: dict[str, torch.Tensor] | None = None
+    # max |value| of each floating entry of the received state, when the Guard has it
+    peaks: dict[str, float] | None = None
 
     def instantiate(self, received: dict[str, torch.Tensor]) -> nn.Module:
         """A copy of the template holding ``received`` (strict: names and shapes must match)."""

@@ -45,16 +45,15 @@ def _stats(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([t.mean(), t.std(unbiased=False), t.abs().max()])
 
 
-def target_parameters(model: nn.Module) -> dict[str, list[torch.Tensor]]:
-    """Target layer statistics -> the live parameter tensors they summarise (section 5.2)."""
-    mods = dict(model.named_modules())
-    out: dict[str, list[torch.Tensor]] = {}
+def target_names(model: nn.Module) -> dict[str, list[str]]:
+    """Target layer statistics -> the parameter names they summarise (section 5.2)."""
+    params = dict(model.named_parameters())
+    out: dict[str, list[str]] = {}
 
-    def add(key: str, names: list[str], attr: str) -> None:
-        ts = [getattr(mods[n], attr) for n in names]
-        ts = [t for t in ts if isinstance(t, torch.Tensor)]
-        if ts:
-            out[key] = ts
+    def add(key: str, layers: list[str], attr: str) -> None:
+        names = [f"{n}.{attr}" for n in layers if f"{n}.{attr}" in params]
+        if names:
+            out[key] = names
 
     conv = convs(model)
     if conv:
@@ -65,6 +64,7 @@ def target_parameters(model: nn.Module) -> dict[str, list[torch.Tensor]]:
         for tag, name in (("linear[0]", lin[0]), ("linear[-1]", lin[-1])):
             add(f"{tag}_weight", [name], "weight")
             add(f"{tag}_bias", [name], "bias")
+    mods = dict(model.named_modules())
     att = attentions(model)
     if att:
         for tag, name in (("attention[0]", att[0]), ("attention[-1]", att[-1])):
@@ -72,6 +72,14 @@ def target_parameters(model: nn.Module) -> dict[str, list[torch.Tensor]]:
             add(f"{tag}_weight", parts, "weight")
             add(f"{tag}_bias", parts, "bias")
     return out
+
+
+def target_stats(tensors: dict[str, torch.Tensor], names: dict[str, list[str]]):
+    """``key -> (mean, std, maxabs)`` of each target's tensors taken together."""
+    return {
+        key: _stats(torch.cat([tensors[n].detach().flatten() for n in ns]))
+        for key, ns in names.items()
+    }
 
 
 class WarmUp:
@@ -105,7 +113,8 @@ class WarmUp:
         g = torch.Generator().manual_seed(self.seed)
         idx = torch.randperm(len(ctx.data), generator=g)[: self.samples]
         x, y = ctx.data.x[idx], ctx.data.y[idx]
-        params = target_parameters(model)
+        names = target_names(model)
+        live = dict(model.named_parameters())
         acts: dict[str, torch.Tensor] = {}
         mods = dict(model.named_modules())
         hooks = [
@@ -121,12 +130,12 @@ class WarmUp:
         try:
             for step in range(self.steps + 1):
                 training = step < self.steps
-                with torch.set_grad_enabled(training):
-                    loss = F.cross_entropy(model(x), y)
-                for key, ts in params.items():
-                    rows.setdefault(key, []).append(
-                        _stats(torch.cat([t.detach().flatten() for t in ts]))
-                    )
+                # After the last step only activations need a forward pass.
+                if training or hooks:
+                    with torch.set_grad_enabled(training):
+                        loss = F.cross_entropy(model(x), y)
+                for key, st in target_stats(live, names).items():
+                    rows.setdefault(key, []).append(st)
                 for key, a in acts.items():
                     rows.setdefault(key, []).append(_stats(a))
                 if training:

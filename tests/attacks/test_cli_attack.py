@@ -62,3 +62,24 @@ def test_option_an_attack_lacks_is_an_error(flag, capsys):
     name = "imprint" if flag == "--neurons" else "curious"
     assert main(["attack", name, flag, "8"]) == 2
     assert "has no option" in capsys.readouterr().err
+
+
+def test_generic_option_reaches_the_attack(capsys):
+    code = main(
+        [
+            "attack",
+            "imprint",
+            "--batch-size",
+            "8",
+            "--bins",
+            "64",
+            "--json",
+            "--option",
+            "quantiles=gaussian",
+            "--option",
+            "measurement=random",
+        ]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["leaked_fraction"] > 0.5
+    assert main(["attack", "imprint", "--option", "quantiles"]) == 2

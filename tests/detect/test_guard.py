@@ -10,13 +10,17 @@ from gradguard.detect import Guard, GuardConfig
 STATIC = ("architecture", "forensics", "transmit-snr")
 
 
-def test_guard_abstains_on_attack_and_allows_honest(honest, digits):
-    _, local, aux = digits
-    guard = Guard(GuardConfig(detectors=STATIC + ("warmup+",)), template=honest["mlp"], data=local)
+def test_default_guard_is_cheap_and_leaves_out_the_faithful_warmup():
+    assert GuardConfig().detectors == STATIC + ("warmup+",)
+
+
+def test_guard_abstains_on_attack_and_allows_honest(honest, imprinted, digits):
+    _, local, _ = digits
+    guard = Guard(template=honest["mlp"], data=local)
     ok = guard.check(honest["mlp"].state_dict())
     assert not ok.malicious and guard.allows(ok)
-    bad, _ = get_attack("imprint", bins=64).manipulate(honest["mlp"], aux)
-    v = guard.check(bad.state_dict())
+    assert ok.detector == "guard[architecture,forensics,transmit-snr,warmup+]"
+    v = guard.check(imprinted["mlp"].state_dict())
     assert v.malicious and not guard.allows(v)
     assert v.detector == "guard[architecture,forensics]"  # stopped at the first decisive one
     assert "imprint" in v.summary()

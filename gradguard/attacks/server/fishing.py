@@ -62,7 +62,7 @@ class ClassFishing:
     bias: float = 1000.0
     images: int = 0
     max_images: int = 8
-    iterations: int = 300
+    iterations: int = 500
     lr: float = 0.1
     tv: float = 1e-4
     restarts: int = 1
