@@ -23,7 +23,13 @@ import torch
 from torch import nn
 
 from gradguard.data import Dataset, train_test
-from gradguard.experiments.harness import GUARD, default_detectors, inspect_all, markdown_table
+from gradguard.experiments.harness import (
+    GUARD,
+    Outcome,
+    default_detectors,
+    inspect_all,
+    markdown_table,
+)
 from gradguard.experiments.harness import progress as progress_bar
 from gradguard.fl import LocalTraining, local_update
 from gradguard.metrics import match
@@ -175,7 +181,7 @@ def run(cfg: MatrixConfig = MatrixConfig(), progress: bool = True) -> dict[str, 
         summarize_setting(
             s,
             [r for r in runs if r["setting"] == s.label and r["attack"] == s.attack],
-            names + [GUARD],
+            names + _extra(names) + [GUARD],
         )
         for s in cfg.settings
     ]
@@ -187,7 +193,7 @@ def run(cfg: MatrixConfig = MatrixConfig(), progress: bool = True) -> dict[str, 
             "local_size": cfg.local_size,
             "pretrain_rounds": cfg.pretrain_rounds,
         },
-        "detectors": names + [GUARD],
+        "detectors": names + _extra(names) + [GUARD],
         "rows": rows,
         "runs": runs,
         "target": guard_target(rows),
@@ -263,6 +269,8 @@ def run_one(setting: Setting, seed: int, cfg: MatrixConfig, names: list[str]) ->
     # A client that accepts architecture changes checks the model it received as such.
     template = copy.deepcopy(manipulated) if setting.accept_architecture else honest
     outcomes = inspect_all(received, template, local, names)
+    if BATCH_DSNR in _extra(names):
+        outcomes[BATCH_DSNR] = _dsnr_on(received, template, batch)
     return {
         "attack": setting.attack,
         "setting": setting.label,
@@ -274,6 +282,35 @@ def run_one(setting: Setting, seed: int, cfg: MatrixConfig, names: list[str]) ->
         "attack_seconds": attack_s,
         "detectors": {k: vars(o) for k, o in outcomes.items()},
     }
+
+
+BATCH_DSNR = "dsnr@batch"
+
+
+def _extra(names: list[str]) -> list[str]:
+    """Measured beside the detectors: D-SNR on the attacked batch itself (what the paper's
+    D-SNR numbers describe), which a client cannot know in advance."""
+    return [BATCH_DSNR] if "dsnr" in names else []
+
+
+def _dsnr_on(received: dict[str, torch.Tensor], template: nn.Module, batch: Dataset) -> Outcome:
+    from gradguard.detect import Context, get_detector
+
+    t0 = time.perf_counter()
+    try:
+        v = get_detector("dsnr").inspect(received, Context(template=template, data=batch))
+        return Outcome(
+            BATCH_DSNR, v.malicious, float(v.score), v.elapsed_s, v.verified, "", v.summary()
+        )
+    except Exception as exc:  # noqa: BLE001 - recorded as an unverifiable outcome
+        return Outcome(
+            BATCH_DSNR,
+            True,
+            float("nan"),
+            time.perf_counter() - t0,
+            False,
+            f"{type(exc).__name__}: {exc}",
+        )
 
 
 def summarize_setting(s: Setting, runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
