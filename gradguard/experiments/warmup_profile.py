@@ -111,7 +111,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         "# Figure 3: honest warm-up Z-scores over FedAvg rounds\n\n",
         f"{c['model']} ({c['norm']} norm) on {c['dataset']}, {c['clients']} {c['partition']} "
         f"clients, {c['rounds']} rounds, local {c['training']}. Largest |Z| over target layers, "
-        f"statistics and the 5 warm-up steps, measured by client 0 on the global model before "
+        f"statistics and warm-up steps (each detector's default), measured by client 0 on the "
+        f"global model before "
         f"round 1 (round 0) and after every round. Runtime {result['seconds']:.0f} s.\n\n",
     ]
     out += [
