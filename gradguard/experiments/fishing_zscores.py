@@ -124,7 +124,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"# Table 1: warm-up Z-scores per target layer after warm-up step {step}\n\n",
         f"{c['model']} ({c['norm']} norm) after {c['pretrain_rounds']} honest FedAvg rounds on "
         f"{c['dataset']} (test accuracy {c['accuracy']:.3f}); detector `{c['detector']}` "
-        f"(its default warm-up: 5 x 128 samples for warmup, 2 x 32 for warmup+). Values are |Z| of the layer's mean, std and max-abs "
+        f"(its default warm-up: 5 x 128 samples for warmup, 2 x 32 for warmup+). Values are "
+        f"|Z| of the layer's mean, std and max-abs "
         f"at step {step}. Linear layers: "
         + ", ".join(f"`{k}` = `{v}`" for k, v in result["linear_layers"].items())
         + (
