@@ -76,6 +76,8 @@ class Context:
     template: nn.Module
     data: Dataset | None = None
     previous: dict[str, torch.Tensor] | None = None
+    # max |value| of each floating entry of the received state, when the Guard has it
+    peaks: dict[str, float] | None = None
 
     def instantiate(self, received: dict[str, torch.Tensor]) -> nn.Module:
         """A copy of the template holding ``received`` (strict: names and shapes must match)."""
@@ -115,4 +117,32 @@ def verdict_from(
     malicious = any(f.flagged for f in findings) or not verified
     return Verdict(
         malicious, score, time.perf_counter() - start, findings, detector, verified, metadata or {}
+    )
+
+
+def mismatch(received: dict[str, torch.Tensor], template: nn.Module) -> str:
+    """Why ``received`` does not fit ``template`` ('' when names, shapes and dtypes match)."""
+    expected = template.state_dict()
+    if received.keys() != expected.keys():
+        extra = sorted(received.keys() - expected.keys())
+        missing = sorted(expected.keys() - received.keys())
+        return f"the received state has {len(extra)} extra and {len(missing)} missing entries"
+    for k, v in expected.items():
+        got = received[k]
+        if not isinstance(got, torch.Tensor) or got.shape != v.shape or got.dtype != v.dtype:
+            return f"{k} does not match the client's model"
+    return ""
+
+
+def unverifiable(detector: str, reason: str, start: float) -> Verdict:
+    """The model cannot be checked by ``detector``: malicious, unverified (fail closed)."""
+    import time
+
+    return Verdict(
+        True,
+        math.inf,
+        time.perf_counter() - start,
+        [Finding(f"{detector}.unverifiable", "-", math.nan, math.nan, f"cannot verify: {reason}")],
+        detector,
+        verified=False,
     )

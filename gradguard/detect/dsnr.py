@@ -18,7 +18,14 @@ import torch
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from gradguard.detect.base import Context, Finding, Verdict, verdict_from
+from gradguard.detect.base import (
+    Context,
+    Finding,
+    Verdict,
+    mismatch,
+    unverifiable,
+    verdict_from,
+)
 from gradguard.detect.layers import weight_layers
 from gradguard.detect.thresholds import resolve
 
@@ -66,6 +73,9 @@ class DSNR:
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
+        reason = mismatch(received, ctx.template)
+        if reason:
+            return unverifiable(self.name, reason, start)
         threshold = self.t["ratio"]
         per = self.per_example_norms(received, ctx)
         scores = {}

@@ -12,16 +12,31 @@ from collections.abc import Mapping
 
 import torch
 
-from gradguard.detect.base import Context, Finding, Verdict, verdict_from
+from gradguard.detect.base import (
+    Context,
+    Finding,
+    Verdict,
+    mismatch,
+    unverifiable,
+    verdict_from,
+)
 from gradguard.detect.layers import convs
 from gradguard.detect.thresholds import resolve
+
+CHUNK = 1 << 16  # values per chunk: abs, max and sum stay in cache
 
 
 def transmit_ratio(weight: torch.Tensor) -> torch.Tensor:
     """Per output filter: the largest |entry| over the sum of all the other |entries|."""
-    a = weight.detach().abs().flatten(1)
-    peak = a.max(dim=1).values.double()
-    return peak / (a.sum(dim=1).double() - peak + 1e-6)
+    w = weight.detach().flatten(1)
+    step = max(1, CHUNK // max(1, w.shape[1]))
+    peaks, sums = [], []
+    for i in range(0, len(w), step):
+        a = w[i : i + step].abs()
+        peaks.append(a.amax(dim=1))
+        sums.append(a.sum(dim=1))
+    peak = torch.cat(peaks).double()
+    return peak / (torch.cat(sums).double() - peak + 1e-6)
 
 
 class TransmitSNR:
@@ -33,6 +48,9 @@ class TransmitSNR:
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
+        reason = mismatch(received, ctx.template)
+        if reason:
+            return unverifiable(self.name, reason, start)
         layers = convs(ctx.template)
         if not layers:
             return verdict_from(

@@ -27,7 +27,7 @@ log = logging.getLogger("gradguard.detect")
 @dataclass(frozen=True)
 class GuardConfig:
     policy: Literal["abstain", "warn"] = "abstain"
-    detectors: tuple[str, ...] = ("architecture", "forensics", "transmit-snr", "warmup")
+    detectors: tuple[str, ...] = ("architecture", "forensics", "transmit-snr", "warmup+")
     thresholds: Mapping[str, float] = field(default_factory=dict)
     stop_at_first: bool = True  # stop at the first decisive (flagging) detector
     options: Mapping[str, Mapping] = field(default_factory=dict)  # per-detector options
@@ -91,10 +91,15 @@ class Guard:
         return verdict
 
     def _check(self, received, previous, start) -> Verdict:
-        bad = _sanity(received)
+        bad, peaks = _sanity(received)
         if bad:
             return _unverified("guard", bad, start)
-        ctx = Context(self.template, self.data, previous if previous is not None else self.accepted)
+        ctx = Context(
+            self.template,
+            self.data,
+            previous if previous is not None else self.accepted,
+            peaks,
+        )
         findings: list[Finding] = []
         per: dict[str, dict] = {}
         malicious, verified, ran = False, True, []
@@ -169,15 +174,19 @@ class Guard:
         return guard
 
 
-def _sanity(received) -> str:
-    """Why ``received`` cannot be verified at all ('' if it is a finite name->tensor map)."""
+def _sanity(received) -> tuple[str, dict[str, float]]:
+    """Why ``received`` cannot be verified at all ('' if it is a finite name->tensor map),
+    and the largest magnitude of each floating entry (one pass, shared with detectors)."""
     if not isinstance(received, Mapping):
-        return f"expected a mapping of names to tensors, got {type(received).__name__}"
+        return f"expected a mapping of names to tensors, got {type(received).__name__}", {}
+    peaks: dict[str, float] = {}
     for k, v in received.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            return f"entry {k!r} is a {type(v).__name__}, not a named tensor"
+            return f"entry {k!r} is a {type(v).__name__}, not a named tensor", {}
         if v.is_complex() or v.is_sparse or v.is_quantized:
-            return f"{k} has an unsupported tensor type ({v.dtype}, {v.layout})"
-        if v.is_floating_point() and v.numel() and not math.isfinite(peak_abs(v)):
-            return f"{k} holds non-finite values (NaN or Inf)"
-    return ""
+            return f"{k} has an unsupported tensor type ({v.dtype}, {v.layout})", {}
+        if v.is_floating_point() and v.numel():
+            peaks[k] = peak_abs(v)
+            if not math.isfinite(peaks[k]):
+                return f"{k} holds non-finite values (NaN or Inf)", {}
+    return "", peaks

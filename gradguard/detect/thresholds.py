@@ -22,13 +22,13 @@ DEFAULTS: dict[str, float] = {
     "forensics.trap_signs": 12.0,  # -log10 p of rows with exactly half negative weights
     "forensics.dirac_filters": 1.0,  # conv filters with transmit ratio >= dirac_ratio
     "forensics.zero_rows": 1.0,  # all-zero rows in the first or last linear layer
-    "forensics.bias_extremity": 50.0,  # last-layer max|b| / median row norm
+    "forensics.bias_extremity": 10.0,  # last-layer max|b| / median row norm
     "forensics.attention": 1.0,  # attention layers with zeroed queries or identity keys
     # D-SNR (anchors: flag above 1)
     "dsnr.ratio": 1.0,
     # warm-up Z-score (seed 000, section 5): any |Z| above this flags
-    "warmup.z": 1e6,
-    "warmup+.z": 100.0,
+    "warmup.z": 1.1e8,
+    "warmup+.z": 540.0,
 }
 
 # Fixed parameters of the statistics (not decision thresholds).

@@ -26,7 +26,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gradguard.detect.base import Context, Finding, Verdict, verdict_from
+from gradguard.detect.base import (
+    Context,
+    Finding,
+    Verdict,
+    mismatch,
+    unverifiable,
+    verdict_from,
+)
 from gradguard.detect.layers import attentions, batchnorms, convs, linears
 from gradguard.detect.thresholds import resolve
 
@@ -38,16 +45,15 @@ def _stats(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([t.mean(), t.std(unbiased=False), t.abs().max()])
 
 
-def target_parameters(model: nn.Module) -> dict[str, list[torch.Tensor]]:
-    """Target layer statistics -> the live parameter tensors they summarise (section 5.2)."""
-    mods = dict(model.named_modules())
-    out: dict[str, list[torch.Tensor]] = {}
+def target_names(model: nn.Module) -> dict[str, list[str]]:
+    """Target layer statistics -> the parameter names they summarise (section 5.2)."""
+    params = dict(model.named_parameters())
+    out: dict[str, list[str]] = {}
 
-    def add(key: str, names: list[str], attr: str) -> None:
-        ts = [getattr(mods[n], attr) for n in names]
-        ts = [t for t in ts if isinstance(t, torch.Tensor)]
-        if ts:
-            out[key] = ts
+    def add(key: str, layers: list[str], attr: str) -> None:
+        names = [f"{n}.{attr}" for n in layers if f"{n}.{attr}" in params]
+        if names:
+            out[key] = names
 
     conv = convs(model)
     if conv:
@@ -58,6 +64,7 @@ def target_parameters(model: nn.Module) -> dict[str, list[torch.Tensor]]:
         for tag, name in (("linear[0]", lin[0]), ("linear[-1]", lin[-1])):
             add(f"{tag}_weight", [name], "weight")
             add(f"{tag}_bias", [name], "bias")
+    mods = dict(model.named_modules())
     att = attentions(model)
     if att:
         for tag, name in (("attention[0]", att[0]), ("attention[-1]", att[-1])):
@@ -65,6 +72,14 @@ def target_parameters(model: nn.Module) -> dict[str, list[torch.Tensor]]:
             add(f"{tag}_weight", parts, "weight")
             add(f"{tag}_bias", parts, "bias")
     return out
+
+
+def target_stats(tensors: dict[str, torch.Tensor], names: dict[str, list[str]]):
+    """``key -> (mean, std, maxabs)`` of each target's tensors taken together."""
+    return {
+        key: _stats(torch.cat([tensors[n].detach().flatten() for n in ns]))
+        for key, ns in names.items()
+    }
 
 
 class WarmUp:
@@ -98,7 +113,8 @@ class WarmUp:
         g = torch.Generator().manual_seed(self.seed)
         idx = torch.randperm(len(ctx.data), generator=g)[: self.samples]
         x, y = ctx.data.x[idx], ctx.data.y[idx]
-        params = target_parameters(model)
+        names = target_names(model)
+        live = dict(model.named_parameters())
         acts: dict[str, torch.Tensor] = {}
         mods = dict(model.named_modules())
         hooks = [
@@ -109,23 +125,26 @@ class WarmUp:
         ]
         rows: dict[str, list[torch.Tensor]] = {}
         losses: list[float] = []
-        opt = torch.optim.SGD(model.parameters(), lr=self.lr)
+        # Plain SGD by hand: torch.optim's first use imports torch._dynamo (seconds).
+        trainable = [p for p in model.parameters() if p.requires_grad]
         try:
             for step in range(self.steps + 1):
                 training = step < self.steps
-                with torch.set_grad_enabled(training):
-                    loss = F.cross_entropy(model(x), y)
-                for key, ts in params.items():
-                    rows.setdefault(key, []).append(
-                        _stats(torch.cat([t.detach().flatten() for t in ts]))
-                    )
+                # After the last step only activations need a forward pass.
+                if training or hooks:
+                    with torch.set_grad_enabled(training):
+                        loss = F.cross_entropy(model(x), y)
+                for key, st in target_stats(live, names).items():
+                    rows.setdefault(key, []).append(st)
                 for key, a in acts.items():
                     rows.setdefault(key, []).append(_stats(a))
                 if training:
                     losses.append(float(loss.detach()))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    grads = torch.autograd.grad(loss, trainable, allow_unused=True)
+                    with torch.no_grad():
+                        for p, g in zip(trainable, grads, strict=True):
+                            if g is not None:
+                                p.sub_(self.lr * g)
         finally:
             for h in hooks:
                 h.remove()
@@ -141,6 +160,9 @@ class WarmUp:
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
+        reason = mismatch(received, ctx.template)
+        if reason:
+            return unverifiable(self.name, reason, start)
         stats, losses = self.profile(received, ctx)
         threshold = self.t["z"]
         findings: list[Finding] = []

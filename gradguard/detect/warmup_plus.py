@@ -1,6 +1,6 @@
-"""``warmup+``: gradguard's scale-free variant of the seed paper's warm-up detector.
+"""``warmup+``: gradguard's light, scale-free variant of the seed paper's warm-up detector.
 
-Same warm-up (steps, samples, target layers, statistics) as :mod:`.warmup`, two changes:
+The same warm-up loop, target layers and statistics as :mod:`.warmup`, with three changes:
 
 1. A variance floor. The faithful Z-score divides the first step's change by ``eps``
    (a history of one value has no spread), so it measures absolute change and its benign
@@ -8,10 +8,13 @@ Same warm-up (steps, samples, target layers, statistics) as :mod:`.warmup`, two 
    denominator is ``max(std(history), rel * (|mean(history)| + spread_0))`` where
    ``spread_0`` is the layer's step-0 standard deviation: Z counts changes in units of
    ``rel`` (0.1%) of the layer's own scale.
-2. When the client has a previously accepted model, its statistics become the start of
-   the history, so a jump from the last accepted model to the received one counts too.
+2. When the client has a previously accepted model, its statistics (read from its state,
+   no model is built) become the start of the history, so a jump from the last accepted
+   model to the received one counts too.
+3. It is light: 2 steps on 32 samples (the faithful run takes 5 on 128), so that it fits
+   in the default Guard's budget of a tenth of a local epoch (benchmarks/detector_cost.py).
 
-Measured side by side with the faithful version in docs/detection.md.
+Its threshold is calibrated at these settings on honest models (benchmarks/calibrate.py).
 """
 
 from __future__ import annotations
@@ -20,17 +23,22 @@ from collections.abc import Mapping
 
 import torch
 
-from gradguard.detect.base import Context, Verdict
-from gradguard.detect.warmup import WarmUp, _stats, target_parameters
+from gradguard.detect.base import Context
+from gradguard.detect.warmup import WarmUp, target_names, target_stats
 
 
 class WarmUpPlus(WarmUp):
     name = "warmup+"
 
     def __init__(
-        self, thresholds: Mapping[str, float] | None = None, rel: float = 1e-3, **options
+        self,
+        thresholds: Mapping[str, float] | None = None,
+        rel: float = 1e-3,
+        steps: int = 2,
+        samples: int = 32,
+        **options,
     ) -> None:
-        super().__init__(thresholds, **options)
+        super().__init__(thresholds, steps=steps, samples=samples, **options)
         self.rel = rel
 
     def zscores(self, s: torch.Tensor) -> torch.Tensor:
@@ -39,23 +47,29 @@ class WarmUpPlus(WarmUp):
         for t in range(1, len(s)):
             hist = s[:t]
             mean = hist.mean(0)
-            floor = self.rel * (mean.abs() + spread0)
+            floor = self.rel * (mean.abs() + spread0) + 1e-12
             out.append((s[t] - mean) / torch.maximum(hist.std(0, unbiased=False), floor))
         return torch.stack(out)
 
     def profile(self, received, ctx: Context):
         stats, losses = super().profile(received, ctx)
-        if ctx.previous is None:
+        prev = ctx.previous
+        if prev is None:
             return stats, losses
-        try:
-            prev = ctx.instantiate(ctx.previous)
-        except Exception:  # noqa: BLE001 - a previous model of another shape adds nothing
-            return stats, losses
-        for key, ts in target_parameters(prev).items():
-            if key in stats:
-                row = _stats(torch.cat([t.detach().flatten() for t in ts]))
+        names = target_names(ctx.template)
+        expected = dict(ctx.template.named_parameters())
+        usable = {
+            key: ns
+            for key, ns in names.items()
+            if key in stats
+            and all(
+                isinstance(prev.get(n), torch.Tensor)
+                and prev[n].shape == expected[n].shape
+                and prev[n].is_floating_point()
+                for n in ns
+            )
+        }
+        for key, row in target_stats(prev, usable).items():
+            if bool(torch.isfinite(row).all()):
                 stats[key] = torch.cat([row[None], stats[key]])
         return stats, losses
-
-    def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
-        return super().inspect(received, ctx)

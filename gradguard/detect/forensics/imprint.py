@@ -59,7 +59,7 @@ def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]
         if isinstance(bias, torch.Tensor) and bias.shape == (w.shape[0],):
             b = bias.detach().double()[twins]
             steps = torch.sign(b[1:] - b[:-1])
-            mono = float(steps.sum().abs() / max(1, len(steps)))
+            mono = float(max((steps <= 0).double().mean(), (steps >= 0).double().mean()))
             msg += f"; their biases are {mono:.0%} monotone"
         findings.append(
             Finding(

@@ -1,9 +1,11 @@
 """Trap-weight sign structure (Boenisch et al. 2023, "Curious"; seed 000, A.1.1).
 
 Trap weights give a random half of each row's inputs a negative weight and the other half
-a positive one: every row has exactly ``d/2`` negative entries. In an honest layer the
-count is binomial, so exact halves are rare (about ``1/sqrt(pi d / 2)`` of rows). The
-score is ``-log10`` of the binomial tail probability of seeing that many exact halves.
+a positive one: every row has exactly as many negative as positive entries. Entries set to
+exactly zero (the inputs a pass-through does not reach, on ``convnet``) are not counted.
+In an honest layer the count of negatives is binomial, so exact halves are rare (about
+``1/sqrt(pi d / 2)`` of rows). The score is ``-log10`` of the binomial tail probability of
+seeing that many exact halves (rows of different live widths pooled at their mean chance).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
-from scipy.stats import binom
+from scipy.special import bdtrc
 
 from gradguard.detect.base import Finding
 
@@ -20,15 +22,34 @@ if TYPE_CHECKING:
     from gradguard.detect.forensics import Layers
 
 MIN_ROWS, MIN_COLS = 32, 16
+LN2 = math.log(2)
+
+
+def half_chance(d: int) -> float:
+    """P(a row of ``d`` random signs has as many negatives as positives, give or take one)."""
+    k = d // 2
+    pmf = math.exp(math.lgamma(d + 1) - math.lgamma(k + 1) - math.lgamma(d - k + 1) - d * LN2)
+    return 2 * pmf if d % 2 else pmf
 
 
 def half_sign_score(w: torch.Tensor) -> tuple[float, int]:
-    """(-log10 p, number of rows with exactly half negative entries)."""
-    n, d = w.shape
-    neg = (w.detach() < 0).sum(dim=1)
-    exact = int(((neg == d // 2) | (neg == (d + 1) // 2)).sum())
-    p0 = float(binom.pmf(d // 2, d, 0.5) + (binom.pmf((d + 1) // 2, d, 0.5) if d % 2 else 0))
-    tail = float(binom.sf(exact - 1, n, p0))
+    """(-log10 p, number of rows with exactly half negative non-zero entries)."""
+    w = w.detach()
+    neg = (w < 0).sum(dim=1)
+    pos = (w > 0).sum(dim=1)
+    live = neg + pos
+    used = live >= MIN_COLS
+    n = int(used.sum())
+    if n < MIN_ROWS:
+        return 0.0, 0
+    exact = int(((neg - pos).abs() <= 1)[used].sum())
+    widths = live[used]
+    if int(widths.min()) == int(widths.max()):
+        p0 = half_chance(int(widths[0]))
+    else:
+        d, counts = torch.unique(widths, return_counts=True)
+        p0 = sum(half_chance(int(k)) * int(c) for k, c in zip(d, counts, strict=True)) / n
+    tail = float(bdtrc(exact - 1, n, p0)) if exact else 1.0  # P(count >= exact)
     return (-math.log10(tail) if tail > 0 else 300.0), exact
 
 
@@ -46,8 +67,9 @@ def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]
                 layer,
                 score,
                 t["trap_signs"],
-                f"{exact} of {w.shape[0]} rows have exactly half negative weights (chance "
-                f"10^-{score:.1f})" + (": the sign structure of trap weights" if flagged else ""),
+                f"{exact} of {w.shape[0]} rows have exactly as many negative as positive "
+                f"weights (chance 10^-{score:.1f})"
+                + (": the sign structure of trap weights" if flagged else ""),
                 flagged,
             )
         )

@@ -1,0 +1,154 @@
+"""``gradguard scan MODEL_FILE --model NAME``: inspect a received model file for tampering.
+
+Exit codes: 0 benign, 1 flagged or cannot verify, 2 usage error. ``--json`` prints the
+Verdict. The file is read as safetensors or a weights-only PyTorch state dict, never by
+unpickling arbitrary objects (gradguard.models.io).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+from gradguard.errors import GradguardError, ModelFileError
+
+DEFAULT = "architecture,forensics,transmit-snr,warmup+"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_file", metavar="MODEL_FILE", help="safetensors or PyTorch state dict")
+    p.add_argument("--model", required=True, help="the client's model family (mlp, convnet, ...)")
+    p.add_argument("--norm", default=None, help="norm of the client's model (batch, group, ...)")
+    p.add_argument("--width", type=int, default=None, help="first-layer width (mlp, convnet)")
+    p.add_argument(
+        "--dataset",
+        "--data",
+        dest="dataset",
+        default="digits",
+        help="local data: a name (digits, fashion-mnist) or a path (default digits)",
+    )
+    p.add_argument("--samples", type=int, default=1000, help="local examples to use")
+    p.add_argument("--previous", default=None, help="the last accepted global model file")
+    p.add_argument(
+        "--detectors",
+        default=DEFAULT,
+        help=f"comma-separated detectors (default {DEFAULT}; 'all' for every one)",
+    )
+    p.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a threshold, e.g. warmup.z=1e7 (repeatable)",
+    )
+    p.add_argument("--policy", choices=("abstain", "warn"), default="abstain")
+    p.add_argument("--json", action="store_true", help="print the Verdict as JSON")
+
+
+def _usage(msg: str) -> GradguardError:
+    e = GradguardError(msg)
+    e.exit_code = 2  # type: ignore[attr-defined]
+    return e
+
+
+def _local_data(spec: str, samples: int):
+    """The local sample, read once per process (keyed by the path's modification time)."""
+    path = Path(spec).expanduser()
+    stamp = path.stat().st_mtime_ns if path.exists() else None
+    return _cached_data(spec, samples, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_data(spec: str, samples: int, _stamp: int | None):
+    from gradguard.data import train_test
+
+    return train_test(spec, limit=samples)[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    from gradguard.detect import DETECTORS, Guard, GuardConfig
+    from gradguard.detect.base import Finding, Verdict
+    from gradguard.models import build_model
+    from gradguard.models.io import load_state
+
+    names = (
+        list(DETECTORS)
+        if args.detectors == "all"
+        else [d.strip() for d in args.detectors.split(",") if d.strip()]
+    )
+    unknown = [d for d in names if d not in DETECTORS]
+    if unknown or not names:
+        raise _usage(
+            f"unknown detector(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(DETECTORS)}"
+        )
+    thresholds = {}
+    for item in args.threshold:
+        key, _, value = item.partition("=")
+        try:
+            thresholds[key.strip()] = float(value)
+        except ValueError:
+            raise _usage(f"--threshold {item!r}: expected KEY=NUMBER") from None
+    if args.samples < 1:
+        raise _usage("--samples must be positive")
+    if not Path(args.model_file).is_file():
+        raise _usage(f"{args.model_file}: no such file")
+    try:
+        train = _local_data(args.dataset, args.samples)
+    except GradguardError as e:
+        raise _usage(str(e)) from None
+    kw = {"width": args.width} if args.width else {}
+    try:
+        template = build_model(
+            args.model, train.image_shape, train.num_classes, norm=args.norm, **kw
+        )
+    except (GradguardError, TypeError) as e:
+        raise _usage(str(e)) from None
+    logging.getLogger("gradguard.detect").setLevel(logging.ERROR)  # the verdict is printed
+    start = time.perf_counter()
+    guard = Guard(
+        GuardConfig(policy=args.policy, detectors=tuple(names), thresholds=thresholds),
+        template=template,
+        data=train,
+    )
+    previous = None
+    try:
+        state = load_state(args.model_file)
+        if args.previous:
+            previous = load_state(args.previous)
+    except ModelFileError as e:
+        verdict = Verdict(
+            True,
+            math.inf,
+            time.perf_counter() - start,
+            [Finding("file", str(args.model_file), math.nan, math.nan, str(e))],
+            "load",
+            verified=False,
+        )
+    else:
+        verdict = guard.check(state, previous)
+    if args.json:
+        print(json.dumps(verdict.to_dict(), indent=1))
+    else:
+        _print(verdict)
+    return 0 if guard.allows(verdict) and not verdict.malicious else 1
+
+
+def _print(verdict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    con = Console()
+    if not verdict.verified:
+        con.print(f"[bold red]CANNOT VERIFY[/] {escape(verdict.summary())}")
+    elif verdict.malicious:
+        con.print(f"[bold red]FLAGGED[/] {escape(verdict.summary())}")
+    else:
+        con.print(f"[bold green]BENIGN[/] ({verdict.detector}, {verdict.elapsed_s:.2f} s)")
+    for f in verdict.findings:
+        if f.flagged:
+            con.print(escape(f"  - {f.check} [{f.layer}]: {f.message}"), highlight=False)

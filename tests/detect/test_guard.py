@@ -1,0 +1,59 @@
+"""The Guard: policy abstain / warn, cheapest first, fails closed."""
+
+import math
+
+import torch
+
+from gradguard.attacks import get_attack
+from gradguard.detect import Guard, GuardConfig
+
+STATIC = ("architecture", "forensics", "transmit-snr")
+
+
+def test_default_guard_is_cheap_and_leaves_out_the_faithful_warmup():
+    assert GuardConfig().detectors == STATIC + ("warmup+",)
+
+
+def test_guard_abstains_on_attack_and_allows_honest(honest, imprinted, digits):
+    _, local, _ = digits
+    guard = Guard(template=honest["mlp"], data=local)
+    ok = guard.check(honest["mlp"].state_dict())
+    assert not ok.malicious and guard.allows(ok)
+    assert ok.detector == "guard[architecture,forensics,transmit-snr,warmup+]"
+    v = guard.check(imprinted["mlp"].state_dict())
+    assert v.malicious and not guard.allows(v)
+    assert v.detector == "guard[architecture,forensics]"  # stopped at the first decisive one
+    assert "imprint" in v.summary()
+    assert len(guard.history) == 2
+
+
+def test_warn_policy_trains_on_flagged_but_never_on_unverifiable(honest):
+    guard = Guard(GuardConfig(policy="warn", detectors=STATIC), template=honest["mlp"])
+    bad = {k: v.clone() for k, v in honest["mlp"].state_dict().items()}
+    bad["head.weight"][3:] = 0  # zeroed rows: flagged, verifiable
+    assert guard.allows(guard.check(bad))
+    bad["fc1.bias"][0] = math.nan
+    v = guard.check(bad)
+    assert v.malicious and not v.verified and not guard.allows(v)
+
+
+def test_guard_fails_closed_on_garbage(honest):
+    guard = Guard(template=honest["mlp"])
+    for received in (
+        None,
+        {"fc1.weight": "x"},
+        {"fc1.weight": torch.zeros(3)},
+        {k: v[..., :1] for k, v in honest["mlp"].state_dict().items()},
+    ):
+        v = guard.check(received)
+        assert v.malicious and not v.verified and not guard.allows(v)
+
+
+def test_client_guard_callable(honest, digits):
+    _, local, aux = digits
+    guard = Guard(GuardConfig(detectors=STATIC), template=honest["convnet"], data=local)
+    fn = guard.client_guard()
+    assert fn(honest["convnet"]) is True
+    bad, _ = get_attack("fishing-class").manipulate(honest["convnet"], aux)
+    assert fn(bad) is False
+    assert [v.malicious for v in guard.history] == [False, True]
