@@ -29,7 +29,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="2 rounds, 3 clients, one seed")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1000, 1001])
+    ap.add_argument(
+        "--report",
+        action="store_true",
+        help="rewrite the Markdown table from the saved JSON (after editing thresholds.py)",
+    )
     args = ap.parse_args()
+    name = "calibrate_quick" if args.quick else "calibrate"
+    if args.report:
+        write_table(json.loads((OUT / f"{name}.json").read_text()), name)
+        return
     torch.set_num_threads(1)
     spec = (
         CorpusSpec(seeds=(1000,), rounds=2, clients=3, limit=600)
@@ -80,12 +89,20 @@ def main() -> None:
         "rows": rows,
     }
     OUT.mkdir(exist_ok=True)
-    name = "calibrate_quick" if args.quick else "calibrate"
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))
+    write_table(result, name)
+
+
+def write_table(result: dict, name: str) -> None:
+    """The Markdown table: honest maxima per model, proposal, and the thresholds in code."""
+    per_model, maxima, proposed = result["per_model"], result["honest_max"], result["proposed"]
+    spec = result["spec"]
     tags = sorted(per_model)
     lines = [
-        f"# Threshold calibration ({len(rows)} honest global models, digits, seeds "
-        f"{', '.join(map(str, spec.seeds))})",
+        f"# Threshold calibration ({spec['models']} honest global models, digits, seeds "
+        f"{', '.join(map(str, spec['seeds']))})",
+        "",
+        "proposed = max(floor, 2 x honest max); in use = gradguard/detect/thresholds.py.",
         "",
         "| key | " + " | ".join(tags) + " | honest max | proposed | in use |",
         "|---|" + "---|" * (len(tags) + 3),
@@ -95,7 +112,7 @@ def main() -> None:
         lines.append(
             f"| {k} | "
             + " | ".join(cells)
-            + f" | {maxima.get(k, float('nan')):.3g} | {proposed[k]:.3g} | "
+            + f" | {maxima.get(k, float('nan')):.3g} | {proposed.get(k, float('nan')):.3g} | "
             f"{DEFAULTS[k]:.3g} |"
         )
     (OUT / f"{name}.md").write_text("\n".join(lines) + "\n")

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 from gradguard.detect.base import (
@@ -41,8 +42,11 @@ STATS = ("mean", "std", "maxabs")
 
 
 def _stats(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach().double().flatten()
-    return torch.stack([t.mean(), t.std(unbiased=False), t.abs().max()])
+    """(mean, std, max |t|) in float64, computed without copying ``t``."""
+    t = t.detach()
+    std, mean = torch.std_mean(t, unbiased=False)
+    lo, hi = torch.aminmax(t)
+    return torch.stack([mean, std, torch.maximum(-lo, hi)]).double()
 
 
 def target_names(model: nn.Module) -> dict[str, list[str]]:
@@ -107,14 +111,18 @@ class WarmUp:
         self, received: dict[str, torch.Tensor], ctx: Context
     ) -> tuple[dict[str, torch.Tensor], list[float]]:
         """Statistics per target (``steps + 1`` x 3, step 0 = received) and the losses."""
-        model = ctx.instantiate(received)
-        model.train()
         assert ctx.data is not None
+        model = ctx.template  # run on the received tensors, no copy of the model is made
         g = torch.Generator().manual_seed(self.seed)
         idx = torch.randperm(len(ctx.data), generator=g)[: self.samples]
         x, y = ctx.data.x[idx], ctx.data.y[idx]
         names = target_names(model)
-        live = dict(model.named_parameters())
+        params = {
+            n: received[n].detach().requires_grad_(p.requires_grad)
+            for n, p in model.named_parameters()
+        }
+        # batch norm updates its running statistics in place: on copies
+        buffers = {n: received[n].clone() for n, _ in model.named_buffers() if n in received}
         acts: dict[str, torch.Tensor] = {}
         mods = dict(model.named_modules())
         hooks = [
@@ -125,38 +133,42 @@ class WarmUp:
         ]
         rows: dict[str, list[torch.Tensor]] = {}
         losses: list[float] = []
-        # Plain SGD by hand: torch.optim's first use imports torch._dynamo (seconds).
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        was_training = model.training
+        model.train()
         try:
             for step in range(self.steps + 1):
                 training = step < self.steps
                 # After the last step only activations need a forward pass.
                 if training or hooks:
                     with torch.set_grad_enabled(training):
-                        loss = F.cross_entropy(model(x), y)
-                for key, st in target_stats(live, names).items():
+                        loss = F.cross_entropy(functional_call(model, {**params, **buffers}, x), y)
+                for key, st in target_stats(params, names).items():
                     rows.setdefault(key, []).append(st)
                 for key, a in acts.items():
                     rows.setdefault(key, []).append(_stats(a))
                 if training:
                     losses.append(float(loss.detach()))
-                    grads = torch.autograd.grad(loss, trainable, allow_unused=True)
-                    with torch.no_grad():
-                        for p, g in zip(trainable, grads, strict=True):
-                            if g is not None:
-                                p.sub_(self.lr * g)
+                    # plain SGD, one full batch per step
+                    live = [n for n, p in params.items() if p.requires_grad]
+                    grads = torch.autograd.grad(loss, [params[n] for n in live], allow_unused=True)
+                    for n, gr in zip(live, grads, strict=True):
+                        if gr is not None:
+                            params[n] = (params[n] - self.lr * gr).detach().requires_grad_()
         finally:
+            model.train(was_training)
             for h in hooks:
                 h.remove()
         return {k: torch.stack(v) for k, v in rows.items()}, losses
 
     def zscores(self, s: torch.Tensor) -> torch.Tensor:
-        """Z-score of step ``t`` (1..steps) against steps ``0..t-1``: ``steps x 3``."""
+        """Z-score of step ``t`` (1..T-1) against steps ``0..t-1``, for statistics ``s`` of
+        shape ``... x T x 3``: ``... x (T-1) x 3``."""
         out = []
-        for t in range(1, len(s)):
-            hist = s[:t]
-            out.append((s[t] - hist.mean(0)) / (hist.std(0, unbiased=False) + self.eps))
-        return torch.stack(out)
+        for t in range(1, s.shape[-2]):
+            hist = s[..., :t, :]
+            z = (s[..., t, :] - hist.mean(-2)) / (hist.std(-2, unbiased=False) + self.eps)
+            out.append(z)
+        return torch.stack(out, dim=-2)
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
@@ -165,36 +177,49 @@ class WarmUp:
             return unverifiable(self.name, reason, start)
         stats, losses = self.profile(received, ctx)
         threshold = self.t["z"]
-        findings: list[Finding] = []
+        # targets with histories of the same length are scored together
+        groups: dict[int, list[str]] = {}
+        for key, st in stats.items():
+            groups.setdefault(len(st), []).append(key)
         zs: dict[str, dict[str, list[float]]] = {}
-        best: Finding | None = None
-        for key, s in stats.items():
-            z = self.zscores(s)
+        peaks: list[tuple[float, int, str, int]] = []  # (|Z|, stat, target, Z index)
+        for length, keys in groups.items():
+            if length < 2:
+                continue
+            z = self.zscores(torch.stack([stats[k] for k in keys]))
             z = torch.where(torch.isfinite(z), z, torch.full_like(z, math.inf))
-            zs[key] = {name: z[:, j].tolist() for j, name in enumerate(STATS)}
-            for j, name in enumerate(STATS):
-                col = z[:, j].abs()
-                value, step = float(col.max()), int(col.argmax()) + 1
-                f = Finding(
-                    f"{self.name}.z",
-                    f"{key}.{name}",
-                    value,
-                    threshold,
-                    f"|Z| of the {name} reaches {value:.3g} at warm-up step {step}",
-                    value >= threshold,
-                )
-                if f.flagged:
-                    findings.append(f)
-                elif best is None or value > best.value:
-                    best = f
-        if best is not None:
-            findings.append(best)
+            values, where = z.abs().max(dim=-2)
+            for key, zk, vals, idx in zip(
+                keys, z.tolist(), values.tolist(), where.tolist(), strict=True
+            ):
+                zs[key] = {name: [row[j] for row in zk] for j, name in enumerate(STATS)}
+                peaks += [
+                    (v, j, key, i + 1 - (length - self.steps - 1))
+                    for j, (v, i) in enumerate(zip(vals, idx, strict=True))
+                ]
+
+        def finding(value: float, j: int, key: str, step: int) -> Finding:
+            when = f"warm-up step {step}" if step > 0 else "arrival (vs the previous model)"
+            return Finding(
+                f"{self.name}.z",
+                f"{key}.{STATS[j]}",
+                value,
+                threshold,
+                f"|Z| of the {STATS[j]} reaches {value:.3g} at {when}",
+                value >= threshold,
+            )
+
+        findings = [finding(*p) for p in peaks if p[0] >= threshold]
+        calm = [p for p in peaks if p[0] < threshold]
+        if calm:
+            findings.append(finding(*max(calm, key=lambda p: p[0])))
         meta = {
             "z": zs,
             "stats": {
-                k: {n: s[:, j].tolist() for j, n in enumerate(STATS)} for k, s in stats.items()
+                k: {n: col for n, col in zip(STATS, s.T.tolist(), strict=True)}
+                for k, s in stats.items()
             },
             "loss": losses,
-            "max_z": max((f.value for f in findings), default=0.0),
+            "max_z": max((p[0] for p in peaks), default=0.0),
         }
         return verdict_from(self.name, findings, start, meta)

@@ -11,8 +11,11 @@ The same warm-up loop, target layers and statistics as :mod:`.warmup`, with thre
 2. When the client has a previously accepted model, its statistics (read from its state,
    no model is built) become the start of the history, so a jump from the last accepted
    model to the received one counts too.
-3. It is light: 2 steps on 32 samples (the faithful run takes 5 on 128), so that it fits
-   in the default Guard's budget of a tenth of a local epoch (benchmarks/detector_cost.py).
+3. It is light: one step on 32 samples (the faithful run takes 5 on 128), so that the
+   default Guard fits in a tenth of a local epoch (benchmarks/detector_cost.py). With one
+   step and no previous model the Z-score is the step's change in units of the floor;
+   with a previous model the history holds two values. ``steps`` and ``samples`` are
+   options (``GuardConfig.options``); the threshold was calibrated at the defaults.
 
 Its threshold is calibrated at these settings on honest models (benchmarks/calibrate.py).
 """
@@ -34,7 +37,7 @@ class WarmUpPlus(WarmUp):
         self,
         thresholds: Mapping[str, float] | None = None,
         rel: float = 1e-3,
-        steps: int = 2,
+        steps: int = 1,
         samples: int = 32,
         **options,
     ) -> None:
@@ -42,14 +45,14 @@ class WarmUpPlus(WarmUp):
         self.rel = rel
 
     def zscores(self, s: torch.Tensor) -> torch.Tensor:
-        spread0 = s[0, 1].abs()
+        spread0 = s[..., 0, 1].abs().unsqueeze(-1)
         out = []
-        for t in range(1, len(s)):
-            hist = s[:t]
-            mean = hist.mean(0)
+        for t in range(1, s.shape[-2]):
+            hist = s[..., :t, :]
+            mean = hist.mean(-2)
             floor = self.rel * (mean.abs() + spread0) + 1e-12
-            out.append((s[t] - mean) / torch.maximum(hist.std(0, unbiased=False), floor))
-        return torch.stack(out)
+            out.append((s[..., t, :] - mean) / torch.maximum(hist.std(-2, unbiased=False), floor))
+        return torch.stack(out, dim=-2)
 
     def profile(self, received, ctx: Context):
         stats, losses = super().profile(received, ctx)

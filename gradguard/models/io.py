@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -152,7 +153,9 @@ def load_state(path: str | Path, max_bytes: int | None = None) -> dict[str, torc
         else:
             if is_zip:
                 _check_zip(path)
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # hostile files may use other pickle protocols
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except ModelFileError:
         raise
     except Exception as e:  # noqa: BLE001 - every parse failure of an untrusted file is one error

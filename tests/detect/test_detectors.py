@@ -112,12 +112,12 @@ def test_warmup_plus_flags_imprint_faithful_does_not(honest, imprinted, digits):
 def test_warmup_plus_is_light_and_reads_the_previous_model(honest, digits):
     _, local, _ = digits
     det = get_detector("warmup+")
-    assert (det.steps, det.samples) == (2, 32)  # the default Guard's budget
+    assert (det.steps, det.samples) == (1, 32)  # the default Guard's budget
     m = honest["convnet"]
     v = det.inspect(m.state_dict(), Context(m, local, previous=m.state_dict()))
     assert not v.malicious and v.score < 1
-    assert len(v.metadata["stats"]["linear[0]_weight"]["mean"]) == 4  # previous, 0, 1, 2
-    assert len(v.metadata["stats"]["conv[0]_weight"]["mean"]) == 4
+    assert len(v.metadata["stats"]["linear[0]_weight"]["mean"]) == 3  # previous, 0, 1
+    assert len(v.metadata["z"]["conv[0]_weight"]["std"]) == 2  # arrival, step 1
 
 
 @pytest.mark.parametrize("name", ["mlp", "convnet"])

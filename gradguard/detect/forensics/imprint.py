@@ -23,14 +23,14 @@ MAX_ROWS = 4096
 def twin_rows(w: torch.Tensor) -> torch.Tensor:
     """Indices of non-zero rows that have a near-parallel twin (cosine >= 0.999)."""
     w = w.detach()[:MAX_ROWS].float()
-    norms = w.norm(dim=1)
-    live = (norms > 1e-6 * float(norms.max().clamp_min(1e-30))).nonzero().flatten()
-    if len(live) < 2:
-        return live[:0]
-    u = w[live] / norms[live, None]
+    if len(w) < 2:
+        return torch.zeros(0, dtype=torch.long)
+    norms = torch.linalg.vector_norm(w, dim=1)
+    live = norms > 1e-6 * float(norms.max().clamp_min(1e-30))
+    u = torch.where(live[:, None], w / norms.clamp_min(1e-30)[:, None], 0.0)  # dead rows: 0
     gram = u @ u.T
     gram.fill_diagonal_(-2.0)
-    return live[gram.max(dim=1).values >= DUPLICATE_COSINE]
+    return (gram.amax(dim=1) >= DUPLICATE_COSINE).nonzero().flatten()
 
 
 def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]) -> list[Finding]:
