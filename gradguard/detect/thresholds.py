@@ -28,7 +28,7 @@ DEFAULTS: dict[str, float] = {
     "dsnr.ratio": 1.0,
     # warm-up Z-score (seed 000, section 5): any |Z| above this flags
     "warmup.z": 1.1e8,
-    "warmup+.z": 540.0,
+    "warmup+.z": 360.0,
 }
 
 # Fixed parameters of the statistics (not decision thresholds).
