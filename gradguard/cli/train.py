@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="exactly S local SGD steps instead of E epochs")
     t.add_argument("--fedsgd", action="store_true",
                    help="FedSGD: each client sends one gradient on one batch")
-    t.add_argument("--batch-size", type=int, default=32, metavar="B")
-    t.add_argument("--lr", type=float, default=0.1, help="client learning rate")
+    t.add_argument("--batch-size", type=int, default=16, metavar="B")
+    t.add_argument("--lr", type=float, default=0.05, help="client learning rate")
     t.add_argument("--momentum", type=float, default=0.9, help="client SGD momentum")
     t.add_argument("--server-lr", type=float, default=1.0)
     a = parser.add_argument_group("aggregation and privacy")
@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--json", action="store_true",
                    help="print one JSON object on stdout (progress stays on stderr)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--threads", type=int, default=1, metavar="T",
+                   help="PyTorch CPU threads (small-batch training gains little from more, and "
+                        "loses much on a busy machine); 0: PyTorch's default")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ def _check(args: argparse.Namespace) -> None:
         raise GradguardError(f"--dp-noise must be >= 0 (got {args.dp_noise})")
     if args.dp_noise > 0 and args.dp_clip is None:
         raise GradguardError("--dp-noise needs --dp-clip (the noise is scaled by the clip)")
+    if args.threads < 0:
+        raise GradguardError(f"--threads must be >= 0 (got {args.threads})")
     if not 0 <= args.momentum < 1:
         raise GradguardError(f"--momentum must be in [0, 1) (got {args.momentum})")
     if not 0 <= args.poisoned <= args.clients:
@@ -116,6 +121,8 @@ def build(args: argparse.Namespace) -> TrainSetup:
     from gradguard.models import build_model
 
     _check(args)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train, test = train_test(args.dataset, limit=args.limit, seed=args.seed)
     parts = partition(train, args.clients, args.partition, seed=args.seed)
@@ -163,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
                   "batch_size": args.batch_size, "lr": args.lr, "momentum": args.momentum,
                   "fedsgd": args.fedsgd},
         "seed": args.seed, "saved_model": args.save_model,
+        "threads": torch.get_num_threads(),
     }
     if args.json:
         json.dump(summary, sys.stdout)

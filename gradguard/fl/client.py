@@ -57,9 +57,10 @@ def local_update(model: nn.Module, data: Dataset, cfg: LocalTraining,
         # Buffers (batch-norm running statistics) move in the forward pass; send their change.
         after = float_state(net)
         buffers = {k: after[k] - before[k] for k in before if k not in params}
-        return Update(grads, len(idx), 1, cfg.lr, "gradient", client_id, {"loss": float(loss)},
+        return Update(grads, len(idx), 1, cfg.lr, "gradient", client_id, {"loss": loss.item()},
                       buffers)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    params = [p for p in net.parameters() if p.requires_grad]
+    momenta = [torch.zeros_like(p) for p in params] if cfg.momentum else []
     steps, seen, total_loss = 0, 0, 0.0
     epochs = cfg.epochs if cfg.steps is None else 10**9
     for _ in range(epochs):
@@ -68,10 +69,11 @@ def local_update(model: nn.Module, data: Dataset, cfg: LocalTraining,
             if cfg.steps is not None and steps >= cfg.steps:
                 break
             idx = order[i:i + cfg.batch_size]
-            opt.zero_grad(set_to_none=True)
+            for p in params:
+                p.grad = None
             loss = F.cross_entropy(net(data.x[idx]), data.y[idx])
             loss.backward()
-            opt.step()
+            _sgd_step(params, momenta, cfg.lr, cfg.momentum)
             steps, seen, total_loss = steps + 1, seen + len(idx), total_loss + loss.item()
         if cfg.steps is not None and steps >= cfg.steps:
             break
@@ -79,6 +81,20 @@ def local_update(model: nn.Module, data: Dataset, cfg: LocalTraining,
     values = {k: after[k] - before[k] for k in before}
     return Update(values, len(data) if cfg.steps is None else seen, steps, cfg.lr, "delta",
                   client_id, {"loss": total_loss / max(1, steps)})
+
+
+def _sgd_step(params: list[torch.Tensor], momenta: list[torch.Tensor], lr: float,
+              momentum: float) -> None:
+    """``torch.optim.SGD``'s update (heavy-ball momentum, no dampening), written out: the
+    optimizer's first construction imports TorchDynamo, seconds per process."""
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            if p.grad is None:
+                continue
+            step = p.grad
+            if momenta:
+                step = momenta[i].mul_(momentum).add_(p.grad)
+            p.add_(step, alpha=-lr)
 
 
 Guard = Callable[[nn.Module], bool]

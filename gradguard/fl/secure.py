@@ -41,12 +41,12 @@ def mask(vector: torch.Tensor, client: int, participants: list[int], seed: int) 
 
 
 def unmask_sum(masked: list[torch.Tensor]) -> torch.Tensor:
-    """The server's view: the sum of the masked vectors, decoded from fixed point."""
+    """The server's view: the sum of the masked vectors, decoded from fixed point (float64)."""
     total = torch.zeros_like(masked[0])
     for m in masked:
         total = (total + m) % _MOD
     signed = torch.where(total >= _MOD // 2, total - _MOD, total)
-    return signed.double().div(_SCALE).float()
+    return signed.double().div(_SCALE)
 
 
 def secure_sum(vectors: list[torch.Tensor], participants: list[int], seed: int) -> torch.Tensor:
