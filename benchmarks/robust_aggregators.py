@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="3 rounds on 2,000 examples")
     p.add_argument("--model", default="mlp", choices=("mlp", "convnet"))
     p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--limit", type=int, default=12000, help="training examples used")
+    p.add_argument("--limit", type=int, default=20000, help="training examples used")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--poisoned", type=int, default=2)
