@@ -60,6 +60,11 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--aggregators", default="mean,median,trimmed,krum,multikrum",
+                   help="comma-separated rules to run with the Byzantine clients")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the attack-free mean")
+    p.add_argument("--name", default=None, help="results file stem")
     args = p.parse_args()
     if args.quick:
         args.limit, args.rounds = 2000, 3
@@ -68,13 +73,13 @@ def main() -> None:
                          "dataset-fashion-mnist), or pass --dataset digits")
     torch.set_num_threads(args.threads)
     train, test = train_test(args.dataset, limit=args.limit, seed=args.seed)
-    rows = [run_one("mean", 0, args, train, test)]
-    for agg in ("mean", "median", "trimmed", "krum", "multikrum"):
+    rows = [] if args.no_reference else [run_one("mean", 0, args, train, test)]
+    for agg in args.aggregators.split(","):
         rows.append(run_one(agg, args.poisoned, args, train, test))
         print(f"{agg:10s} poisoned={args.poisoned} final accuracy "
               f"{rows[-1]['final_accuracy']:.4f} ({rows[-1]['seconds']:.0f} s)", flush=True)
-    name = "robust_aggregators" + ("_quick" if args.quick else "")
-    setup = {k: v for k, v in vars(args).items()}
+    name = args.name or "robust_aggregators" + ("_quick" if args.quick else "")
+    setup = dict(vars(args))
     setup.update(train_examples=len(train), test_examples=len(test), partition="iid",
                  local="1 epoch, momentum 0.9", machine=platform.machine(),
                  torch=torch.__version__)
