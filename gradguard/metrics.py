@@ -79,12 +79,15 @@ def leaked_fraction(true: torch.Tensor, recon: torch.Tensor, threshold_db: float
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 1024) -> float:
+def accuracy(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+) -> float:
     """Top-1 accuracy of ``model`` in eval mode."""
     was_training = model.training
     model.eval()
-    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, len(x), batch_size))
+    correct = sum(
+        int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+        for i in range(0, len(x), batch_size)
+    )
     model.train(was_training)
     return correct / max(1, len(x))

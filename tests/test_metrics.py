@@ -34,8 +34,9 @@ def test_hungarian_match_recovers_a_permutation():
     perm = torch.tensor([3, 0, 5, 1, 4])
     recon = true[perm] + 0.01 * torch.randn(5, 1, 8, 8, generator=g)
     m = match(true, recon)
-    assert dict(zip(m.recon_index.tolist(), m.true_index.tolist(), strict=True)) == \
-        dict(enumerate(perm.tolist()))
+    assert dict(zip(m.recon_index.tolist(), m.true_index.tolist(), strict=True)) == dict(
+        enumerate(perm.tolist())
+    )
     assert (m.psnr > 35).all() and (m.ssim > 0.9).all()
     assert m.leaked(30.0) == 5
     assert leaked_fraction(true, recon, 30.0) == pytest.approx(5 / 6)

@@ -32,8 +32,7 @@ def _read(path: Path) -> np.ndarray:
     return img.transpose(2, 0, 1)
 
 
-def load_dir(folder: Path, test_fraction: float = 0.2, seed: int = 0
-             ) -> tuple[Dataset, Dataset]:
+def load_dir(folder: Path, test_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
     """All images under ``folder/<class>/``; a seeded split into train and test."""
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -48,8 +47,10 @@ def load_dir(folder: Path, test_fraction: float = 0.2, seed: int = 0
         raise DataError(f"{folder}: no PNG or JPEG images in its class subfolders")
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
-        raise DataError(f"{folder}: images differ in size or channels {sorted(shapes)[:3]}; "
-                        "resize them to one shape")
+        raise DataError(
+            f"{folder}: images differ in size or channels {sorted(shapes)[:3]}; "
+            "resize them to one shape"
+        )
     x = torch.from_numpy(np.stack(images)).clamp(0, 1)
     y = torch.tensor(labels, dtype=torch.long)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))

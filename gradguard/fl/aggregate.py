@@ -49,7 +49,7 @@ def median(v: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
     n = len(v)
     if n % 2:
         return v.median(0).values
-    return v.sort(0).values[n // 2 - 1:n // 2 + 1].mean(0)
+    return v.sort(0).values[n // 2 - 1 : n // 2 + 1].mean(0)
 
 
 def trimmed(v: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
@@ -58,16 +58,19 @@ def trimmed(v: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
     n = len(v)
     k = min(max(f, int(0.1 * n)), (n - 1) // 2)
     s = v.sort(0).values
-    return s[k:n - k].mean(0)
+    return s[k : n - k].mean(0)
 
 
 AGGREGATORS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
-    "mean": mean, "krum": krum, "multikrum": multikrum, "median": median, "trimmed": trimmed,
+    "mean": mean,
+    "krum": krum,
+    "multikrum": multikrum,
+    "median": median,
+    "trimmed": trimmed,
 }
 
 
-def aggregate(name: str, vectors: torch.Tensor, weights: torch.Tensor, f: int = 0
-              ) -> torch.Tensor:
+def aggregate(name: str, vectors: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
     """Aggregate ``vectors`` (n x D) with rule ``name``; ``f`` is the number of Byzantine
     clients the rule should tolerate (Krum, Multi-Krum, trimmed mean)."""
     if name not in AGGREGATORS:

@@ -20,6 +20,12 @@ class SignFlip:
 
     def __call__(self, update: Update) -> Update:
         delta = update.as_delta()
-        return Update({k: -self.scale * v for k, v in delta.items()}, update.num_examples,
-                      update.local_steps, update.lr, "delta", update.client_id,
-                      {**update.metrics, "poisoned": 1.0})
+        return Update(
+            {k: -self.scale * v for k, v in delta.items()},
+            update.num_examples,
+            update.local_steps,
+            update.lr,
+            "delta",
+            update.client_id,
+            {**update.metrics, "poisoned": 1.0},
+        )

@@ -35,30 +35,39 @@ class LocalTraining:
         if self.epochs < 1 or self.batch_size < 1 or (self.steps is not None and self.steps < 1):
             raise GradguardError("local training needs epochs, batch size and steps >= 1")
         if not (self.lr > 0) or not (0 <= self.momentum < 1):
-            raise GradguardError(f"need lr > 0 and 0 <= momentum < 1 (got lr={self.lr}, "
-                                 f"momentum={self.momentum})")
+            raise GradguardError(
+                f"need lr > 0 and 0 <= momentum < 1 (got lr={self.lr}, momentum={self.momentum})"
+            )
 
 
-def local_update(model: nn.Module, data: Dataset, cfg: LocalTraining,
-                 generator: torch.Generator | None = None, client_id: int = -1) -> Update:
+def local_update(
+    model: nn.Module,
+    data: Dataset,
+    cfg: LocalTraining,
+    generator: torch.Generator | None = None,
+    client_id: int = -1,
+) -> Update:
     """Train a private copy of ``model`` on ``data``; the received model is left untouched."""
     net = copy.deepcopy(model)
     net.train()
     before = float_state(net)
     g = generator or torch.Generator().manual_seed(0)
     if cfg.fedsgd:
-        idx = torch.randperm(len(data), generator=g)[:cfg.batch_size]
+        idx = torch.randperm(len(data), generator=g)[: cfg.batch_size]
         net.zero_grad(set_to_none=True)
         loss = F.cross_entropy(net(data.x[idx]), data.y[idx])
         loss.backward()
         params = dict(net.named_parameters())
-        grads = {k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-                 for k, p in params.items()}
+        grads = {
+            k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+            for k, p in params.items()
+        }
         # Buffers (batch-norm running statistics) move in the forward pass; send their change.
         after = float_state(net)
         buffers = {k: after[k] - before[k] for k in before if k not in params}
-        return Update(grads, len(idx), 1, cfg.lr, "gradient", client_id, {"loss": loss.item()},
-                      buffers)
+        return Update(
+            grads, len(idx), 1, cfg.lr, "gradient", client_id, {"loss": loss.item()}, buffers
+        )
     params = [p for p in net.parameters() if p.requires_grad]
     momenta = [torch.zeros_like(p) for p in params] if cfg.momentum else []
     steps, seen, total_loss = 0, 0, 0.0
@@ -68,7 +77,7 @@ def local_update(model: nn.Module, data: Dataset, cfg: LocalTraining,
         for i in range(0, len(data), cfg.batch_size):
             if cfg.steps is not None and steps >= cfg.steps:
                 break
-            idx = order[i:i + cfg.batch_size]
+            idx = order[i : i + cfg.batch_size]
             for p in params:
                 p.grad = None
             loss = F.cross_entropy(net(data.x[idx]), data.y[idx])
@@ -79,12 +88,20 @@ def local_update(model: nn.Module, data: Dataset, cfg: LocalTraining,
             break
     after = float_state(net)
     values = {k: after[k] - before[k] for k in before}
-    return Update(values, len(data) if cfg.steps is None else seen, steps, cfg.lr, "delta",
-                  client_id, {"loss": total_loss / max(1, steps)})
+    return Update(
+        values,
+        len(data) if cfg.steps is None else seen,
+        steps,
+        cfg.lr,
+        "delta",
+        client_id,
+        {"loss": total_loss / max(1, steps)},
+    )
 
 
-def _sgd_step(params: list[torch.Tensor], momenta: list[torch.Tensor], lr: float,
-              momentum: float) -> None:
+def _sgd_step(
+    params: list[torch.Tensor], momenta: list[torch.Tensor], lr: float, momentum: float
+) -> None:
     """``torch.optim.SGD``'s update (heavy-ball momentum, no dampening), written out: the
     optimizer's first construction imports TorchDynamo, seconds per process."""
     with torch.no_grad():
@@ -121,15 +138,17 @@ class Client:
         """Whether the guard (if any) lets this client train on ``model``."""
         return self.guard is None or bool(self.guard(model))
 
-    def fit(self, model: nn.Module, generator: torch.Generator,
-            dp: ClientDP | None = None) -> Update:
+    def fit(
+        self, model: nn.Module, generator: torch.Generator, dp: ClientDP | None = None
+    ) -> Update:
         """Local training, then client-level DP (if ``dp``), then the poison (if any)."""
         update = local_update(model, self.data, self.training, generator, self.client_id)
         if dp is not None:
             update = privatize(update, dp, generator)
         return self.poison(update) if self.poison is not None else update
 
-    def train(self, model: nn.Module, generator: torch.Generator,
-              dp: ClientDP | None = None) -> Update | None:
+    def train(
+        self, model: nn.Module, generator: torch.Generator, dp: ClientDP | None = None
+    ) -> Update | None:
         """:meth:`fit` if the guard accepts ``model``; None (abstain) otherwise."""
         return self.fit(model, generator, dp) if self.accepts(model) else None

@@ -24,8 +24,10 @@ class ClientDP:
 
     def __post_init__(self) -> None:
         if not (self.clip > 0) or not (self.noise_multiplier >= 0):
-            raise GradguardError(f"DP needs clip > 0 and noise >= 0 (got clip={self.clip}, "
-                                 f"noise={self.noise_multiplier})")
+            raise GradguardError(
+                f"DP needs clip > 0 and noise >= 0 (got clip={self.clip}, "
+                f"noise={self.noise_multiplier})"
+            )
 
 
 def clip_flat(flat: torch.Tensor, clip: float) -> torch.Tensor:
@@ -39,5 +41,12 @@ def privatize(update: Update, dp: ClientDP, generator: torch.Generator) -> Updat
     flat = clip_flat(torch.cat([v.flatten().float() for v in delta.values()]), dp.clip)
     if dp.noise_multiplier > 0:
         flat = flat + torch.randn(flat.shape, generator=generator) * dp.noise_multiplier * dp.clip
-    return Update(unflatten(flat, delta), update.num_examples, update.local_steps, update.lr,
-                  "delta", update.client_id, dict(update.metrics))
+    return Update(
+        unflatten(flat, delta),
+        update.num_examples,
+        update.local_steps,
+        update.lr,
+        "delta",
+        update.client_id,
+        dict(update.metrics),
+    )

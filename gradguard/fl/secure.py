@@ -29,8 +29,10 @@ def mask(vector: torch.Tensor, client: int, participants: list[int], seed: int) 
     """What client ``client`` sends: its fixed-point vector plus the pairwise masks."""
     v = vector.double()
     if not bool(torch.isfinite(v).all()) or float(v.abs().max()) >= _LIMIT:
-        raise GradguardError(f"client {client}: update is not finite or exceeds the "
-                             f"secure-aggregation range of +-{_LIMIT}")
+        raise GradguardError(
+            f"client {client}: update is not finite or exceeds the "
+            f"secure-aggregation range of +-{_LIMIT}"
+        )
     fixed = torch.round(v * _SCALE).to(torch.int64) % _MOD
     for other in participants:
         if other == client:
@@ -53,5 +55,6 @@ def secure_sum(vectors: list[torch.Tensor], participants: list[int], seed: int) 
     """Sum of ``vectors`` as the server computes it from masked contributions."""
     if len(set(participants)) != len(participants):
         raise GradguardError("secure aggregation needs distinct participant ids")
-    return unmask_sum([mask(v, c, participants, seed)
-                       for v, c in zip(vectors, participants, strict=True)])
+    return unmask_sum(
+        [mask(v, c, participants, seed) for v, c in zip(vectors, participants, strict=True)]
+    )

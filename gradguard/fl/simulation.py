@@ -49,13 +49,16 @@ class FederationConfig:
         if self.clients_per_round is not None and self.clients_per_round < 1:
             raise GradguardError(f"clients per round must be >= 1 (got {self.clients_per_round})")
         if self.aggregator not in AGGREGATORS:
-            raise GradguardError(f"unknown aggregator {self.aggregator!r}; "
-                                 f"valid: {', '.join(AGGREGATORS)}")
+            raise GradguardError(
+                f"unknown aggregator {self.aggregator!r}; valid: {', '.join(AGGREGATORS)}"
+            )
         if self.byzantine < 0:
             raise GradguardError(f"byzantine must be >= 0 (got {self.byzantine})")
         if self.secure_aggregation and self.aggregator != "mean":
-            raise GradguardError(f"secure aggregation reveals only the sum, so it admits only "
-                                 f"the mean aggregator (got {self.aggregator!r})")
+            raise GradguardError(
+                f"secure aggregation reveals only the sum, so it admits only "
+                f"the mean aggregator (got {self.aggregator!r})"
+            )
         if not (self.server_lr > 0):
             raise GradguardError(f"server lr must be > 0 (got {self.server_lr})")
 
@@ -79,16 +82,23 @@ class RoundResult:
         """The simulation's own cost: time outside local training, aggregation math and
         test-set evaluation (sampling, dispatching models, hooks, guards, applying the
         aggregate, bookkeeping)."""
-        return max(0.0, self.seconds - self.train_seconds - self.aggregate_seconds
-                   - self.eval_seconds)
+        return max(
+            0.0, self.seconds - self.train_seconds - self.aggregate_seconds - self.eval_seconds
+        )
 
     def as_dict(self) -> dict:
-        return {"round": self.round, "accuracy": self.accuracy, "seconds": self.seconds,
-                "train_seconds": self.train_seconds,
-                "aggregate_seconds": self.aggregate_seconds,
-                "overhead_seconds": self.overhead_seconds, "eval_seconds": self.eval_seconds,
-                "guard_seconds": self.guard_seconds, "participants": self.participants,
-                "abstained": self.abstained}
+        return {
+            "round": self.round,
+            "accuracy": self.accuracy,
+            "seconds": self.seconds,
+            "train_seconds": self.train_seconds,
+            "aggregate_seconds": self.aggregate_seconds,
+            "overhead_seconds": self.overhead_seconds,
+            "eval_seconds": self.eval_seconds,
+            "guard_seconds": self.guard_seconds,
+            "participants": self.participants,
+            "abstained": self.abstained,
+        }
 
 
 class ServerHook:
@@ -97,8 +107,12 @@ class ServerHook:
     def model_for(self, rnd: int, client_id: int, global_model: nn.Module) -> nn.Module:
         return global_model
 
-    def observe(self, rnd: int, updates: list[Update] | None,
-                aggregate_delta: dict[str, torch.Tensor] | None) -> None:
+    def observe(
+        self,
+        rnd: int,
+        updates: list[Update] | None,
+        aggregate_delta: dict[str, torch.Tensor] | None,
+    ) -> None:
         """``updates`` is None under secure aggregation: the server sees only the sum.
         ``aggregate_delta`` is None when every sampled client abstained."""
 
@@ -106,8 +120,14 @@ class ServerHook:
 class Federation:
     """N clients around one global model."""
 
-    def __init__(self, model: nn.Module, clients: list[Client], test: Dataset,
-                 config: FederationConfig, hook: ServerHook | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        clients: list[Client],
+        test: Dataset,
+        config: FederationConfig,
+        hook: ServerHook | None = None,
+    ) -> None:
         if not clients:
             raise GradguardError("a federation needs at least one client")
         ids = [c.client_id for c in clients]
@@ -122,17 +142,23 @@ class Federation:
         self._gen = torch.Generator().manual_seed(config.seed)
         self._keys = list(float_state(model))
 
-    def run(self, progress: bool = True,
-            on_round: Callable[[RoundResult], None] | None = None) -> list[RoundResult]:
+    def run(
+        self, progress: bool = True, on_round: Callable[[RoundResult], None] | None = None
+    ) -> list[RoundResult]:
         """Run every round; a transient progress bar goes to stderr."""
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        cols = (TextColumn("[bold]FL rounds"), BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("acc {task.fields[acc]:.3f}"), TimeElapsedColumn())
-        with Progress(*cols, console=Console(stderr=True), disable=not progress,
-                      transient=True) as bar:
+        cols = (
+            TextColumn("[bold]FL rounds"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("acc {task.fields[acc]:.3f}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(
+            *cols, console=Console(stderr=True), disable=not progress, transient=True
+        ) as bar:
             task = bar.add_task("rounds", total=self.config.rounds, acc=0.0)
             for rnd in range(len(self.history) + 1, self.config.rounds + 1):
                 result = self.round(rnd)
@@ -174,8 +200,17 @@ class Federation:
         t0 = time.perf_counter()
         acc = accuracy(self.model, self.test.x, self.test.y)
         eval_s = time.perf_counter() - t0
-        result = RoundResult(rnd, acc, time.perf_counter() - start, train_s, agg_s,
-                             [u.client_id for u in updates], abstained, eval_s, guard_s)
+        result = RoundResult(
+            rnd,
+            acc,
+            time.perf_counter() - start,
+            train_s,
+            agg_s,
+            [u.client_id for u in updates],
+            abstained,
+            eval_s,
+            guard_s,
+        )
         self.history.append(result)
         return result
 
@@ -186,18 +221,22 @@ class Federation:
             delta = u.as_delta()
             bad = [k for k in self._keys if k not in delta or delta[k].shape != like[k].shape]
             if bad or len(delta) != len(self._keys):
-                raise GradguardError(f"client {u.client_id}: update does not match the global "
-                                     f"model's state ({(bad or sorted(delta))[0]!r})")
+                raise GradguardError(
+                    f"client {u.client_id}: update does not match the global "
+                    f"model's state ({(bad or sorted(delta))[0]!r})"
+                )
         weights = torch.tensor([float(u.num_examples) for u in updates], dtype=torch.float64)
         vectors = [u.flat(self._keys) for u in updates]
         if self.config.secure_aggregation:
             ids = [u.client_id for u in updates]
             weighted = [(w * v.double()) for w, v in zip(weights, vectors, strict=True)]
-            flat = (secure.secure_sum(weighted, ids, self.config.seed).double()
-                    / weights.sum()).float()
+            flat = (
+                secure.secure_sum(weighted, ids, self.config.seed).double() / weights.sum()
+            ).float()
         else:
-            flat = aggregate(self.config.aggregator, torch.stack(vectors), weights.float(),
-                             self.config.byzantine)
+            flat = aggregate(
+                self.config.aggregator, torch.stack(vectors), weights.float(), self.config.byzantine
+            )
         return unflatten(flat, like)
 
     def _apply(self, delta: dict[str, torch.Tensor]) -> None:

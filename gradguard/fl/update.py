@@ -54,8 +54,7 @@ class Update:
 
 def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached copies of a model's floating-point state entries."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()
-            if v.is_floating_point()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
 def unflatten(vector: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -65,6 +64,6 @@ def unflatten(vector: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, 
         raise ValueError(f"vector of {vector.numel()} values for {total} state entries")
     out, i = {}, 0
     for k, v in like.items():
-        out[k] = vector[i:i + v.numel()].view_as(v)
+        out[k] = vector[i : i + v.numel()].view_as(v)
         i += v.numel()
     return out

@@ -23,9 +23,12 @@ def _one_thread():
 
 def _batch(n: int, seed: int, label_key=b"labels", classes=10) -> dict:
     rng = np.random.default_rng(seed)
-    return {b"batch_label": b"synthetic", label_key: rng.integers(0, classes, n).tolist(),
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"filenames": [f"img{i}.png".encode() for i in range(n)]}
+    return {
+        b"batch_label": b"synthetic",
+        label_key: rng.integers(0, classes, n).tolist(),
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"filenames": [f"img{i}.png".encode() for i in range(n)],
+    }
 
 
 def _write(path, obj, protocol=2):

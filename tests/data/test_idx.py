@@ -32,8 +32,10 @@ def _write_set(folder: Path, n_train=12, n_test=6, gz=False, size=5) -> Path:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        files = {f"{prefix}-images-idx3-ubyte": rng.integers(0, 256, (n, size, size)),
-                 f"{prefix}-labels-idx1-ubyte": rng.integers(0, 10, n)}
+        files = {
+            f"{prefix}-images-idx3-ubyte": rng.integers(0, 256, (n, size, size)),
+            f"{prefix}-labels-idx1-ubyte": rng.integers(0, 10, n),
+        }
         for name, arr in files.items():
             data = _idx(arr)
             if gz:
@@ -63,11 +65,15 @@ def _expect(path: Path, *words: str) -> None:
 @pytest.mark.parametrize("gz", [False, True])
 def test_truncated_and_wrong_magic(tmp_path, gz):
     good = _idx(np.zeros((4, 5, 5)))
-    cases = {"trunc": (good[:-7], "truncated"), "magic": (b"\x01\x02" + good[2:], "magic"),
-             "type": (good[:2] + b"\x0d" + good[3:], "not supported"),
-             "header": (good[:6], "truncated"), "empty": (b"", "magic"),
-             "ndim": (bytes([0, 0, 8, 2]) + struct.pack(">II", 2, 2) + bytes(4), "dimensions"),
-             "extra": (good + b"\x00", "truncated or corrupt")}
+    cases = {
+        "trunc": (good[:-7], "truncated"),
+        "magic": (b"\x01\x02" + good[2:], "magic"),
+        "type": (good[:2] + b"\x0d" + good[3:], "not supported"),
+        "header": (good[:6], "truncated"),
+        "empty": (b"", "magic"),
+        "ndim": (bytes([0, 0, 8, 2]) + struct.pack(">II", 2, 2) + bytes(4), "dimensions"),
+        "extra": (good + b"\x00", "truncated or corrupt"),
+    }
     for name, (blob, word) in cases.items():
         path = tmp_path / (name + (".gz" if gz else ""))
         path.write_bytes(gzip.compress(blob) if gz else blob)

@@ -52,8 +52,9 @@ def test_iid_balanced_and_dirichlet_skewed(digits):
     assert max(len(p) for p in iid) - min(len(p) for p in iid) <= 1
 
     def mean_classes(parts, thresh=0.05):
-        return np.mean([(torch.bincount(p.y, minlength=10) / len(p) > thresh).sum().item()
-                        for p in parts])
+        return np.mean(
+            [(torch.bincount(p.y, minlength=10) / len(p) > thresh).sum().item() for p in parts]
+        )
 
     assert mean_classes(iid) == 10
     assert mean_classes(partition(digits, 10, "dirichlet:0.1")) < 6
@@ -62,9 +63,13 @@ def test_iid_balanced_and_dirichlet_skewed(digits):
 
 
 def test_bad_schemes(digits):
-    for scheme, word in [("zipf", "unknown partition"), ("dirichlet:x", "not a number"),
-                         ("dirichlet:-1", "positive"), ("shards:0", "positive"),
-                         ("shards:1000", "needs")]:
+    for scheme, word in [
+        ("zipf", "unknown partition"),
+        ("dirichlet:x", "not a number"),
+        ("dirichlet:-1", "positive"),
+        ("shards:0", "positive"),
+        ("shards:1000", "needs"),
+    ]:
         with pytest.raises(GradguardError, match=word):
             partition(digits, 10, scheme)
     with pytest.raises(GradguardError, match="cannot split"):

@@ -45,8 +45,9 @@ def test_krum_picks_an_honest_update_and_rules_are_exact():
     assert aggregate("median", x, ones).tolist() == [2.5, 1.0]
     assert aggregate("median", x[:3], ones[:3]).tolist() == [2.0, 0.0]
     assert aggregate("trimmed", x, ones, 1).tolist() == [2.5, 1.0]
-    torch.testing.assert_close(aggregate("mean", x[:2], torch.tensor([3.0, 1.0])),
-                               torch.tensor([1.25, 3.5]))
+    torch.testing.assert_close(
+        aggregate("mean", x[:2], torch.tensor([3.0, 1.0])), torch.tensor([1.25, 3.5])
+    )
     with pytest.raises(GradguardError, match="unknown aggregator"):
         aggregate("avg", x, ones)
 
@@ -75,13 +76,17 @@ def test_dp_clips_to_c_and_adds_noise():
     clipped = privatize(update, ClientDP(clip=1.0, noise_multiplier=0.0), torch.Generator())
     flat = torch.cat([v.flatten() for v in clipped.values.values()])
     assert abs(float(flat.norm()) - 1.0) < 1e-5
-    torch.testing.assert_close(clipped.values["a"] / clipped.values["b"].flatten()[0],
-                               torch.full((10,), -0.75))
+    torch.testing.assert_close(
+        clipped.values["a"] / clipped.values["b"].flatten()[0], torch.full((10,), -0.75)
+    )
     small = Update({"a": torch.full((4,), 0.1)}, 1, 1, 0.1)
     kept = privatize(small, ClientDP(clip=1.0, noise_multiplier=0.0), torch.Generator())
     torch.testing.assert_close(kept.values["a"], small.values["a"])
-    noisy = privatize(Update({"a": torch.zeros(20000)}, 1, 1, 0.1),
-                      ClientDP(clip=0.5, noise_multiplier=2.0), torch.Generator().manual_seed(0))
+    noisy = privatize(
+        Update({"a": torch.zeros(20000)}, 1, 1, 0.1),
+        ClientDP(clip=0.5, noise_multiplier=2.0),
+        torch.Generator().manual_seed(0),
+    )
     assert abs(float(noisy.values["a"].std()) - 1.0) < 0.03
     grad = Update({"a": torch.full((4,), 100.0)}, 1, 1, 0.1, "gradient")
     out = privatize(grad, ClientDP(clip=2.0, noise_multiplier=0.0), torch.Generator())

@@ -45,8 +45,9 @@ def test_fedsgd_is_the_batch_gradient():
 def test_fedsgd_sends_batchnorm_buffer_changes():
     model, _ = _setup("resnet", norm="batch")
     train, _ = train_test("digits")
-    update = local_update(model, train.subset(list(range(16))),
-                          LocalTraining(batch_size=16, fedsgd=True, lr=0.1))
+    update = local_update(
+        model, train.subset(list(range(16))), LocalTraining(batch_size=16, fedsgd=True, lr=0.1)
+    )
     assert "stem.norm.running_mean" in update.buffers
     assert "stem.norm.running_mean" not in update.values
     delta = update.as_delta()
@@ -66,7 +67,7 @@ def test_fedavg_delta_is_the_parameter_change():
     for _ in range(2):
         order = torch.randperm(len(data), generator=g)
         for i in range(0, len(data), 10):
-            idx = order[i:i + 10]
+            idx = order[i : i + 10]
             opt.zero_grad()
             F.cross_entropy(net(data.x[idx]), data.y[idx]).backward()
             opt.step()
@@ -83,8 +84,7 @@ def test_fixed_steps_and_sign_flip():
     update = local_update(model, data, LocalTraining(steps=3, batch_size=4))
     assert update.local_steps == 3 and update.num_examples == 12
     client = Client(7, data, LocalTraining(steps=2), poison=SignFlip(10.0))
-    honest = local_update(model, data, LocalTraining(steps=2), torch.Generator().manual_seed(0),
-                          7)
+    honest = local_update(model, data, LocalTraining(steps=2), torch.Generator().manual_seed(0), 7)
     bad = client.train(model, torch.Generator().manual_seed(0))
     for k in honest.values:
         torch.testing.assert_close(bad.values[k], -10.0 * honest.values[k])

@@ -19,6 +19,7 @@ def _one_thread():
     yield
     torch.set_num_threads(before)
 
+
 LOCAL = LocalTraining(steps=3, batch_size=16, lr=0.1)
 
 
@@ -31,8 +32,10 @@ def _fed(digits, config, hook=None, n=4, poisoned=0, model=None):
     train, test = digits
     torch.manual_seed(0)
     model = model or build_model("mlp", train.image_shape, 10)
-    clients = [Client(i, p, config.training, poison=SignFlip(10.0) if i < poisoned else None)
-               for i, p in enumerate(partition(train, n, "iid"))]
+    clients = [
+        Client(i, p, config.training, poison=SignFlip(10.0) if i < poisoned else None)
+        for i, p in enumerate(partition(train, n, "iid"))
+    ]
     return Federation(model, clients, test, config, hook)
 
 
@@ -89,14 +92,14 @@ def test_secure_aggregation_hides_updates_and_matches_the_mean(digits):
 
 
 def test_sampling_clients_per_round(digits):
-    fed = _fed(digits, FederationConfig(rounds=6, clients_per_round=2, training=LOCAL, seed=3),
-               n=5)
+    fed = _fed(digits, FederationConfig(rounds=6, clients_per_round=2, training=LOCAL, seed=3), n=5)
     history = fed.run(progress=False)
     picks = [tuple(r.participants) for r in history]
     assert all(len(p) == 2 and len(set(p)) == 2 for p in picks)
     assert len(set(picks)) > 1 and set().union(*picks) <= set(range(5))
-    again = _fed(digits, FederationConfig(rounds=6, clients_per_round=2, training=LOCAL, seed=3),
-                 n=5).run(progress=False)
+    again = _fed(
+        digits, FederationConfig(rounds=6, clients_per_round=2, training=LOCAL, seed=3), n=5
+    ).run(progress=False)
     assert [tuple(r.participants) for r in again] == picks
     assert [r.accuracy for r in again] == [r.accuracy for r in history]
 
@@ -110,16 +113,26 @@ def test_abstaining_clients_and_timing(digits):
     assert 0 < r.train_seconds < r.seconds and r.aggregate_seconds > 0
     assert r.overhead_seconds >= 0
     d = r.as_dict()
-    assert {"round", "accuracy", "seconds", "train_seconds", "aggregate_seconds",
-            "overhead_seconds"} <= set(d)
+    assert {
+        "round",
+        "accuracy",
+        "seconds",
+        "train_seconds",
+        "aggregate_seconds",
+        "overhead_seconds",
+    } <= set(d)
 
 
 def test_byzantine_clients_break_the_mean_not_the_median(digits):
     local = LocalTraining(epochs=1, batch_size=16, lr=0.05, momentum=0.9)
     acc = {}
     for agg in ("mean", "median", "krum"):
-        fed = _fed(digits, FederationConfig(rounds=4, training=local, aggregator=agg,
-                                            byzantine=1), n=5, poisoned=1)
+        fed = _fed(
+            digits,
+            FederationConfig(rounds=4, training=local, aggregator=agg, byzantine=1),
+            n=5,
+            poisoned=1,
+        )
         acc[agg] = fed.run(progress=False)[-1].accuracy
     assert acc["mean"] < 0.3 and acc["median"] > 0.75 and acc["krum"] > 0.75, acc
 
@@ -128,12 +141,17 @@ def test_dp_federation_and_config_errors(digits):
     from gradguard.fl.dp import ClientDP
 
     hook = Recorder()
-    _fed(digits, FederationConfig(rounds=1, training=LOCAL, dp=ClientDP(0.5, 0.0)),
-         hook).run(progress=False)
+    _fed(digits, FederationConfig(rounds=1, training=LOCAL, dp=ClientDP(0.5, 0.0)), hook).run(
+        progress=False
+    )
     for u in hook.seen[0][1]:
         norm = torch.cat([v.flatten() for v in u.values.values()]).norm()
         assert float(norm) <= 0.5 + 1e-5
-    for kw, word in [({"rounds": 0}, "round"), ({"aggregator": "avg"}, "unknown aggregator"),
-                     ({"clients_per_round": 0}, "per round"), ({"byzantine": -1}, "byzantine")]:
+    for kw, word in [
+        ({"rounds": 0}, "round"),
+        ({"aggregator": "avg"}, "unknown aggregator"),
+        ({"clients_per_round": 0}, "per round"),
+        ({"byzantine": -1}, "byzantine"),
+    ]:
         with pytest.raises(GradguardError, match=word):
             FederationConfig(**kw)

@@ -37,23 +37,43 @@ def test_documented_parameter_names():
     assert {"fc1.weight", "fc2.weight", "head.weight", "head.bias"} <= names["mlp"]
     assert {"conv1.weight", "conv2.weight", "fc1.weight", "head.weight"} <= names["convnet"]
     for r in ("resnet", "resnet18"):
-        assert {"stem.conv.weight", "stem.norm.weight", "layers.0.0.conv1.weight",
-                "layers.0.0.norm1.weight", "layers.1.0.shortcut.0.weight",
-                "head.weight"} <= names[r]
-    assert {"patch_embed.weight", "cls_token", "pos_embed", "blocks.0.norm1.weight",
-            "blocks.0.attn.q.weight", "blocks.0.attn.k.weight", "blocks.0.attn.v.weight",
-            "blocks.0.attn.proj.weight", "blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc2.weight",
-            "norm.weight", "head.weight"} <= names["vit-tiny"]
+        assert {
+            "stem.conv.weight",
+            "stem.norm.weight",
+            "layers.0.0.conv1.weight",
+            "layers.0.0.norm1.weight",
+            "layers.1.0.shortcut.0.weight",
+            "head.weight",
+        } <= names[r]
+    assert {
+        "patch_embed.weight",
+        "cls_token",
+        "pos_embed",
+        "blocks.0.norm1.weight",
+        "blocks.0.attn.q.weight",
+        "blocks.0.attn.k.weight",
+        "blocks.0.attn.v.weight",
+        "blocks.0.attn.proj.weight",
+        "blocks.0.mlp.fc1.weight",
+        "blocks.0.mlp.fc2.weight",
+        "norm.weight",
+        "head.weight",
+    } <= names["vit-tiny"]
     conv = build_model("convnet", (1, 28, 28), 10)
     assert conv.conv1.stride == (1, 1) and conv.conv2.stride == (2, 2)
     assert conv.conv1.kernel_size == conv.conv2.kernel_size == (3, 3)
     assert sum(p.numel() for p in build_model("resnet18", (3, 32, 32), 10).parameters()) > 11e6
 
 
-@pytest.mark.parametrize("norm, kind", [("batch", torch.nn.BatchNorm2d),
-                                        ("group", torch.nn.GroupNorm),
-                                        ("layer", torch.nn.GroupNorm),
-                                        ("none", torch.nn.Identity)])
+@pytest.mark.parametrize(
+    "norm, kind",
+    [
+        ("batch", torch.nn.BatchNorm2d),
+        ("group", torch.nn.GroupNorm),
+        ("layer", torch.nn.GroupNorm),
+        ("none", torch.nn.Identity),
+    ],
+)
 def test_resnet_norms(norm, kind):
     model = build_model("resnet", (3, 8, 8), 10, norm=norm)
     assert isinstance(model.stem.norm, kind)
