@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fedsgd", action="store_true", help="FedSGD: each client sends one gradient on one batch"
     )
     t.add_argument("--batch-size", type=int, default=16, metavar="B")
-    t.add_argument("--lr", type=float, default=0.05, help="client learning rate")
+    t.add_argument("--lr", type=float, default=0.03, help="client learning rate")
     t.add_argument("--momentum", type=float, default=0.9, help="client SGD momentum")
     t.add_argument("--server-lr", type=float, default=1.0)
     a = parser.add_argument_group("aggregation and privacy")
