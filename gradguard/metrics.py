@@ -28,9 +28,20 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     out = []
     for x, y in zip(a.float().clamp(0, 1).numpy(), b.float().clamp(0, 1).numpy(), strict=True):
         side = min(x.shape[1:])
+        if side < 3:  # no sliding window fits: one window over the whole image
+            out.append(_global_ssim(x.astype(np.float64), y.astype(np.float64)))
+            continue
         win = min(7, side if side % 2 else side - 1)
         out.append(structural_similarity(x, y, data_range=1.0, channel_axis=0, win_size=win))
     return torch.tensor(out, dtype=torch.float32)
+
+
+def _global_ssim(x: np.ndarray, y: np.ndarray) -> float:
+    """SSIM (Wang et al. 2004, K1 = 0.01, K2 = 0.03) with the whole image as the window."""
+    c1, c2 = 0.01**2, 0.03**2
+    mx, my = x.mean(), y.mean()
+    vx, vy, cxy = x.var(), y.var(), ((x - mx) * (y - my)).mean()
+    return float((2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
 
 
 @dataclass(frozen=True)
@@ -68,12 +79,15 @@ def leaked_fraction(true: torch.Tensor, recon: torch.Tensor, threshold_db: float
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 1024) -> float:
+def accuracy(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+) -> float:
     """Top-1 accuracy of ``model`` in eval mode."""
     was_training = model.training
     model.eval()
-    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, len(x), batch_size))
+    correct = sum(
+        int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+        for i in range(0, len(x), batch_size)
+    )
     model.train(was_training)
     return correct / max(1, len(x))

@@ -50,10 +50,15 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(blob, dict):
         raise DataError(f"{path}: a CIFAR batch must be a dict, got {type(blob).__name__}")
     data = blob.get(b"data", blob.get("data"))
-    labels = next((blob[k] for k in (b"labels", b"fine_labels", "labels", "fine_labels")
-                   if k in blob), None)
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != 3 * 32 * 32:
+    labels = next(
+        (blob[k] for k in (b"labels", b"fine_labels", "labels", "fine_labels") if k in blob), None
+    )
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+    ):
         raise DataError(f"{path}: 'data' must be a uint8 array of shape N x 3072")
     labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
     if labels.shape != (data.shape[0],):
@@ -82,6 +87,12 @@ def load_dir(folder: Path) -> tuple[Dataset, Dataset]:
         y = np.concatenate([p[1] for p in parts])
         if y.min() < 0 or y.max() >= classes:
             raise DataError(f"{folder}: labels out of range 0..{classes - 1}")
-        out.append(Dataset(torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y),
-                           classes, f"cifar{classes}"))
+        out.append(
+            Dataset(
+                torch.from_numpy(x.astype(np.float32) / 255.0),
+                torch.from_numpy(y),
+                classes,
+                f"cifar{classes}",
+            )
+        )
     return out[0], out[1]

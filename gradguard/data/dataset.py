@@ -21,8 +21,10 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4 or self.x.dtype != torch.float32:
-            raise DataError(f"{self.name}: images must be float32 N x C x H x W, got "
-                            f"{tuple(self.x.shape)} {self.x.dtype}")
+            raise DataError(
+                f"{self.name}: images must be float32 N x C x H x W, got "
+                f"{tuple(self.x.shape)} {self.x.dtype}"
+            )
         if self.y.shape != (self.x.shape[0],):
             raise DataError(f"{self.name}: {self.x.shape[0]} images but {self.y.numel()} labels")
         if self.x.shape[0] == 0:
@@ -40,8 +42,9 @@ class Dataset:
         return Dataset(self.x[index], self.y[index], self.num_classes, name or self.name)
 
 
-def train_test(spec: str = "digits", *, limit: int | None = None, seed: int = 0
-               ) -> tuple[Dataset, Dataset]:
+def train_test(
+    spec: str = "digits", *, limit: int | None = None, seed: int = 0
+) -> tuple[Dataset, Dataset]:
     """Train and test splits of a data set named or found at ``spec``.
 
     ``limit`` keeps a seeded random subset of at most that many training examples.

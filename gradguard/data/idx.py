@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,11 @@ from gradguard.data.dataset import Dataset
 from gradguard.errors import DataError
 
 _UBYTE = 0x08
-_MAX_ITEMS = 10_000_000
-_SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_MAX_BYTES = 1 << 30  # decompressed; a bigger "IDX file" is refused (gzip bombs too)
+_SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -24,26 +27,32 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot read IDX file ({e})") from None
+            raw = f.read(_MAX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read IDX file ({type(e).__name__}: {e})") from None
+    if len(raw) > _MAX_BYTES:
+        raise DataError(f"{path}: larger than {_MAX_BYTES} bytes; not a plausible IDX file")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     if raw[2] != _UBYTE:
         raise DataError(f"{path}: IDX type 0x{raw[2]:02x} is not supported (only unsigned bytes)")
     ndim = raw[3]
     if ndim not in (1, 3):
-        raise DataError(f"{path}: IDX file has {ndim} dimensions; expected 1 (labels) or 3 (images)")
+        raise DataError(
+            f"{path}: IDX file has {ndim} dimensions; expected 1 (labels) or 3 (images)"
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     count = int(np.prod(shape, dtype=np.int64))
-    if count == 0 or count > _MAX_ITEMS * 28 * 28:
+    if count == 0 or count > _MAX_BYTES:
         raise DataError(f"{path}: implausible IDX shape {shape}")
     if len(raw) - header != count:
-        raise DataError(f"{path}: IDX declares {count} values of shape {shape} "
-                        f"but holds {len(raw) - header}: truncated or corrupt")
+        raise DataError(
+            f"{path}: IDX declares {count} values of shape {shape} "
+            f"but holds {len(raw) - header}: truncated or corrupt"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -69,7 +78,9 @@ def load_dir(folder: Path) -> tuple[Dataset, Dataset]:
         if images.ndim != 3 or labels.ndim != 1:
             raise DataError(f"{img}: images must be 3-D and labels 1-D")
         if images.shape[0] != labels.shape[0]:
-            raise DataError(f"{img}: {images.shape[0]} images but {lab} has {labels.shape[0]} labels")
+            raise DataError(
+                f"{img}: {images.shape[0]} images but {lab} has {labels.shape[0]} labels"
+            )
         if labels.max() >= 10:
             raise DataError(f"{lab}: label {labels.max()} out of range 0..9")
         x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
@@ -85,8 +96,13 @@ def system_dir(name: str) -> Path | None:
     if shutil.which("dpkg") is None:
         return None
     try:
-        listing = subprocess.run(["dpkg", "-L", f"dataset-{name}"], capture_output=True,
-                                 text=True, timeout=10, check=False).stdout
+        listing = subprocess.run(
+            ["dpkg", "-L", f"dataset-{name}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     for line in listing.splitlines():
@@ -98,7 +114,9 @@ def system_dir(name: str) -> Path | None:
 def load_named(name: str) -> tuple[Dataset, Dataset]:
     folder = system_dir(name)
     if folder is None:
-        raise DataError(f"{name} is not installed: `apt-get install dataset-{name}`, "
-                        f"or pass the folder holding its IDX files as a path")
+        raise DataError(
+            f"{name} is not installed: `apt-get install dataset-{name}`, "
+            f"or pass the folder holding its IDX files as a path"
+        )
     train, test = load_dir(folder)
     return (Dataset(train.x, train.y, 10, name), Dataset(test.x, test.y, 10, name))

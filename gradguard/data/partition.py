@@ -8,8 +8,7 @@ from gradguard.data.dataset import Dataset
 from gradguard.errors import GradguardError
 
 
-def partition(data: Dataset, num_clients: int, scheme: str = "iid", seed: int = 0
-              ) -> list[Dataset]:
+def partition(data: Dataset, num_clients: int, scheme: str = "iid", seed: int = 0) -> list[Dataset]:
     """Split ``data`` across ``num_clients``; ``scheme`` is ``iid``, ``dirichlet:ALPHA`` or
     ``shards:K`` (each client gets K label-sorted shards, McMahan et al. 2017).
 
@@ -41,8 +40,9 @@ def _number(scheme: str, arg: str, kind: type) -> float:
     return value
 
 
-def _dirichlet(labels: np.ndarray, n: int, alpha: float, classes: int,
-               rng: np.random.Generator) -> list[np.ndarray]:
+def _dirichlet(
+    labels: np.ndarray, n: int, alpha: float, classes: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     parts: list[list[int]] = [[] for _ in range(n)]
     for c in range(classes):
         idx = rng.permutation(np.flatnonzero(labels == c))
@@ -60,13 +60,15 @@ def _dirichlet(labels: np.ndarray, n: int, alpha: float, classes: int,
     return [np.array(p, dtype=np.int64) for p in parts]
 
 
-def _shards(labels: np.ndarray, n: int, per_client: int, rng: np.random.Generator
-            ) -> list[np.ndarray]:
+def _shards(
+    labels: np.ndarray, n: int, per_client: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     order = np.argsort(labels, kind="stable")
     total = n * per_client
     if total > len(labels):
-        raise GradguardError(f"shards:{per_client} needs {total} shards but there are only "
-                             f"{len(labels)} examples")
+        raise GradguardError(
+            f"shards:{per_client} needs {total} shards but there are only {len(labels)} examples"
+        )
     shards = np.array_split(order, total)
     assignment = rng.permutation(total).reshape(n, per_client)
     return [np.concatenate([shards[s] for s in row]) for row in assignment]

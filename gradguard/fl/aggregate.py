@@ -14,6 +14,7 @@ from gradguard.errors import GradguardError
 
 
 def mean(v: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
+    """FedAvg's mean weighted by example counts."""
     w = weights / weights.sum()
     return (w[:, None] * v).sum(0)
 
@@ -27,12 +28,15 @@ def _krum_scores(v: torch.Tensor, f: int) -> torch.Tensor:
 
 
 def krum(v: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
+    """The one update with the smallest sum of squared distances to its n - f - 2 nearest
+    neighbours."""
     if len(v) < 2:
         return v[0]
     return v[_krum_scores(v, f).argmin()]
 
 
 def multikrum(v: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
+    """Weighted mean of the n - f updates with the best Krum scores."""
     if len(v) < 2:
         return v[0]
     m = max(1, len(v) - f)
@@ -41,7 +45,11 @@ def multikrum(v: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tenso
 
 
 def median(v: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
-    return v.median(0).values if len(v) % 2 else v.sort(0).values[len(v) // 2 - 1:len(v) // 2 + 1].mean(0)
+    """Coordinate-wise median (mean of the two middle values when n is even)."""
+    n = len(v)
+    if n % 2:
+        return v.median(0).values
+    return v.sort(0).values[n // 2 - 1 : n // 2 + 1].mean(0)
 
 
 def trimmed(v: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
@@ -50,16 +58,19 @@ def trimmed(v: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
     n = len(v)
     k = min(max(f, int(0.1 * n)), (n - 1) // 2)
     s = v.sort(0).values
-    return s[k:n - k].mean(0)
+    return s[k : n - k].mean(0)
 
 
 AGGREGATORS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
-    "mean": mean, "krum": krum, "multikrum": multikrum, "median": median, "trimmed": trimmed,
+    "mean": mean,
+    "krum": krum,
+    "multikrum": multikrum,
+    "median": median,
+    "trimmed": trimmed,
 }
 
 
-def aggregate(name: str, vectors: torch.Tensor, weights: torch.Tensor, f: int = 0
-              ) -> torch.Tensor:
+def aggregate(name: str, vectors: torch.Tensor, weights: torch.Tensor, f: int = 0) -> torch.Tensor:
     """Aggregate ``vectors`` (n x D) with rule ``name``; ``f`` is the number of Byzantine
     clients the rule should tolerate (Krum, Multi-Krum, trimmed mean)."""
     if name not in AGGREGATORS:

@@ -11,6 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gradguard.data import Dataset
+from gradguard.errors import GradguardError
+from gradguard.fl.dp import ClientDP, privatize
 from gradguard.fl.update import Update, float_state
 
 
@@ -29,66 +31,124 @@ class LocalTraining:
     steps: int | None = None
     fedsgd: bool = False
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or (self.steps is not None and self.steps < 1):
+            raise GradguardError("local training needs epochs, batch size and steps >= 1")
+        if not (self.lr > 0) or not (0 <= self.momentum < 1):
+            raise GradguardError(
+                f"need lr > 0 and 0 <= momentum < 1 (got lr={self.lr}, momentum={self.momentum})"
+            )
 
-def local_update(model: nn.Module, data: Dataset, cfg: LocalTraining,
-                 generator: torch.Generator | None = None, client_id: int = -1) -> Update:
+
+def local_update(
+    model: nn.Module,
+    data: Dataset,
+    cfg: LocalTraining,
+    generator: torch.Generator | None = None,
+    client_id: int = -1,
+) -> Update:
     """Train a private copy of ``model`` on ``data``; the received model is left untouched."""
     net = copy.deepcopy(model)
     net.train()
     before = float_state(net)
     g = generator or torch.Generator().manual_seed(0)
     if cfg.fedsgd:
-        idx = torch.randperm(len(data), generator=g)[:cfg.batch_size]
-        net.zero_grad()
+        idx = torch.randperm(len(data), generator=g)[: cfg.batch_size]
+        net.zero_grad(set_to_none=True)
         loss = F.cross_entropy(net(data.x[idx]), data.y[idx])
         loss.backward()
-        grads = {k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-                 for k, p in net.named_parameters()}
+        params = dict(net.named_parameters())
+        grads = {
+            k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+            for k, p in params.items()
+        }
         # Buffers (batch-norm running statistics) move in the forward pass; send their change.
-        state = float_state(net)
-        values = {k: grads[k] if k in grads else state[k] - before[k] for k in before}
-        return Update(values, len(idx), 1, cfg.lr, "gradient", client_id,
-                      {"loss": float(loss)})
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        after = float_state(net)
+        buffers = {k: after[k] - before[k] for k in before if k not in params}
+        return Update(
+            grads, len(idx), 1, cfg.lr, "gradient", client_id, {"loss": loss.item()}, buffers
+        )
+    params = [p for p in net.parameters() if p.requires_grad]
+    momenta = [torch.zeros_like(p) for p in params] if cfg.momentum else []
     steps, seen, total_loss = 0, 0, 0.0
-    max_steps = cfg.steps if cfg.steps is not None else None
-    epochs = cfg.epochs if max_steps is None else 10**9
+    epochs = cfg.epochs if cfg.steps is None else 10**9
     for _ in range(epochs):
         order = torch.randperm(len(data), generator=g)
         for i in range(0, len(data), cfg.batch_size):
-            if max_steps is not None and steps >= max_steps:
+            if cfg.steps is not None and steps >= cfg.steps:
                 break
-            idx = order[i:i + cfg.batch_size]
-            opt.zero_grad(set_to_none=True)
+            idx = order[i : i + cfg.batch_size]
+            for p in params:
+                p.grad = None
             loss = F.cross_entropy(net(data.x[idx]), data.y[idx])
             loss.backward()
-            opt.step()
+            _sgd_step(params, momenta, cfg.lr, cfg.momentum)
             steps, seen, total_loss = steps + 1, seen + len(idx), total_loss + loss.item()
-        if max_steps is not None and steps >= max_steps:
+        if cfg.steps is not None and steps >= cfg.steps:
             break
     after = float_state(net)
     values = {k: after[k] - before[k] for k in before}
-    return Update(values, len(data) if max_steps is None else seen, steps, cfg.lr, "delta",
-                  client_id, {"loss": total_loss / max(1, steps)})
+    return Update(
+        values,
+        len(data) if cfg.steps is None else seen,
+        steps,
+        cfg.lr,
+        "delta",
+        client_id,
+        {"loss": total_loss / max(1, steps)},
+    )
+
+
+def _sgd_step(
+    params: list[torch.Tensor], momenta: list[torch.Tensor], lr: float, momentum: float
+) -> None:
+    """``torch.optim.SGD``'s update (heavy-ball momentum, no dampening), written out: the
+    optimizer's first construction imports TorchDynamo, seconds per process."""
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            if p.grad is None:
+                continue
+            step = p.grad
+            if momenta:
+                step = momenta[i].mul_(momentum).add_(p.grad)
+            p.add_(step, alpha=-lr)
 
 
 Guard = Callable[[nn.Module], bool]
+Poison = Callable[[Update], Update]
 
 
 @dataclass
 class Client:
-    """A client: its private data, how it trains, and an optional guard.
+    """A client: its private data, how it trains, an optional guard, an optional poison.
 
     ``guard(model) -> bool`` returns True when the received model may be trained on;
-    a client whose guard refuses abstains (``train`` returns None).
+    a client whose guard refuses abstains (``train`` returns None). ``poison`` models a
+    Byzantine client: it rewrites the update before it is sent, after any DP an honest
+    client applies (see :mod:`gradguard.fl.byzantine`).
     """
 
     client_id: int
     data: Dataset
     training: LocalTraining
     guard: Guard | None = None
+    poison: Poison | None = None
 
-    def train(self, model: nn.Module, generator: torch.Generator) -> Update | None:
-        if self.guard is not None and not self.guard(model):
-            return None
-        return local_update(model, self.data, self.training, generator, self.client_id)
+    def accepts(self, model: nn.Module) -> bool:
+        """Whether the guard (if any) lets this client train on ``model``."""
+        return self.guard is None or bool(self.guard(model))
+
+    def fit(
+        self, model: nn.Module, generator: torch.Generator, dp: ClientDP | None = None
+    ) -> Update:
+        """Local training, then client-level DP (if ``dp``), then the poison (if any)."""
+        update = local_update(model, self.data, self.training, generator, self.client_id)
+        if dp is not None:
+            update = privatize(update, dp, generator)
+        return self.poison(update) if self.poison is not None else update
+
+    def train(
+        self, model: nn.Module, generator: torch.Generator, dp: ClientDP | None = None
+    ) -> Update | None:
+        """:meth:`fit` if the guard accepts ``model``; None (abstain) otherwise."""
+        return self.fit(model, generator, dp) if self.accepts(model) else None

@@ -1,7 +1,10 @@
 """Client-level differential privacy: clip the update to norm C, add Gaussian noise.
 
-The Gaussian mechanism of DP-FedAvg (McMahan et al. 2018): each client clips its update
-to L2 norm ``clip`` and adds N(0, (noise_multiplier * clip)^2) to every coordinate.
+The Gaussian mechanism of DP-FedAvg (McMahan et al. 2018) applied by each client to its own
+update, because here the server is the adversary: the client clips its whole update (all
+float state entries, flattened) to L2 norm ``clip`` and adds N(0, (noise_multiplier *
+clip)^2) to every coordinate before anything leaves it (local DP; the noise in a mean of n
+updates is sqrt(n) times that of central DP-FedAvg with the same multiplier).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gradguard.errors import GradguardError
 from gradguard.fl.update import Update, unflatten
 
 
@@ -18,11 +22,31 @@ class ClientDP:
     clip: float = 1.0
     noise_multiplier: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not (self.clip > 0) or not (self.noise_multiplier >= 0):
+            raise GradguardError(
+                f"DP needs clip > 0 and noise >= 0 (got clip={self.clip}, "
+                f"noise={self.noise_multiplier})"
+            )
+
+
+def clip_flat(flat: torch.Tensor, clip: float) -> torch.Tensor:
+    """Scale ``flat`` down to L2 norm ``clip`` if it is longer."""
+    return flat * min(1.0, clip / (float(flat.norm()) + 1e-12))
+
 
 def privatize(update: Update, dp: ClientDP, generator: torch.Generator) -> Update:
+    """The update as a clipped, noised delta."""
     delta = update.as_delta()
-    flat = torch.cat([v.flatten() for v in delta.values()])
-    flat = flat * min(1.0, dp.clip / (float(flat.norm()) + 1e-12))
-    flat = flat + torch.randn(flat.shape, generator=generator) * dp.noise_multiplier * dp.clip
-    return Update(unflatten(flat, delta), update.num_examples, update.local_steps, update.lr,
-                  "delta", update.client_id, dict(update.metrics))
+    flat = clip_flat(torch.cat([v.flatten().float() for v in delta.values()]), dp.clip)
+    if dp.noise_multiplier > 0:
+        flat = flat + torch.randn(flat.shape, generator=generator) * dp.noise_multiplier * dp.clip
+    return Update(
+        unflatten(flat, delta),
+        update.num_examples,
+        update.local_steps,
+        update.lr,
+        "delta",
+        update.client_id,
+        dict(update.metrics),
+    )

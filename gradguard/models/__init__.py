@@ -28,10 +28,12 @@ NORMS = ("batch", "group", "layer", "none")
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "convnet": ConvNet,
-    "resnet": lambda shape, classes, **kw: ResNet(shape, classes, widths=(16, 32, 64),
-                                                  blocks=(1, 1, 1), **kw),
-    "resnet18": lambda shape, classes, **kw: ResNet(shape, classes, widths=(64, 128, 256, 512),
-                                                    blocks=(2, 2, 2, 2), **kw),
+    "resnet": lambda shape, classes, **kw: ResNet(
+        shape, classes, widths=(16, 32, 64), blocks=(1, 1, 1), **kw
+    ),
+    "resnet18": lambda shape, classes, **kw: ResNet(
+        shape, classes, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), **kw
+    ),
     "vit-tiny": ViT,
 }
 _HAS_NORM = {"resnet", "resnet18"}
@@ -39,8 +41,13 @@ _HAS_NORM = {"resnet", "resnet18"}
 MODELS = tuple(_BUILDERS)
 
 
-def build_model(name: str, image_shape: tuple[int, int, int], num_classes: int,
-                norm: str | None = None, **kwargs) -> nn.Module:
+def build_model(
+    name: str,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    norm: str | None = None,
+    **kwargs,
+) -> nn.Module:
     """A fresh model ``name`` for images of ``image_shape`` (C, H, W) and ``num_classes``.
 
     ``norm`` (``batch``, ``group``, ``layer`` or ``none``) applies to families with norms

@@ -13,8 +13,13 @@ from torch import Tensor, nn
 class ConvNet(nn.Module):
     """``conv1 (3x3) -> ReLU -> conv2 (3x3, stride 2) -> ReLU -> fc1 -> ReLU -> head``."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int,
-                 channels: tuple[int, int] = (16, 32), width: int = 256) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        channels: tuple[int, int] = (16, 32),
+        width: int = 256,
+    ) -> None:
         super().__init__()
         c, h, w = image_shape
         self.conv1 = nn.Conv2d(c, channels[0], 3, padding=1)

@@ -10,8 +10,13 @@ from torch import Tensor, nn
 class MLP(nn.Module):
     """``flatten -> fc1 -> ReLU -> fc2 -> ReLU -> head``."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int,
-                 width: int = 256, width2: int = 128) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        width: int = 256,
+        width2: int = 128,
+    ) -> None:
         super().__init__()
         self.fc1 = nn.Linear(math.prod(image_shape), width)
         self.fc2 = nn.Linear(width, width2)

@@ -16,8 +16,9 @@ class BasicBlock(nn.Module):
         self.norm2 = norm2d(norm, cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
-                                          norm2d(norm, cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm2d(norm, cout)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.norm1(self.conv1(x)).relu()
@@ -37,15 +38,24 @@ class Stem(nn.Module):
 class ResNet(nn.Module):
     """``stem -> layers (stages of BasicBlocks, stride 2 after the first) -> pool -> head``."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int,
-                 widths: tuple[int, ...] = (64, 128, 256, 512),
-                 blocks: tuple[int, ...] = (2, 2, 2, 2), norm: str = "batch") -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        blocks: tuple[int, ...] = (2, 2, 2, 2),
+        norm: str = "batch",
+    ) -> None:
         super().__init__()
         self.stem = Stem(image_shape[0], widths[0], norm)
         stages, cin = [], widths[0]
         for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
-            stage = [BasicBlock(cin if j == 0 else width, width,
-                                (1 if i == 0 else 2) if j == 0 else 1, norm) for j in range(n)]
+            stage = [
+                BasicBlock(
+                    cin if j == 0 else width, width, (1 if i == 0 else 2) if j == 0 else 1, norm
+                )
+                for j in range(n)
+            ]
             stages.append(nn.Sequential(*stage))
             cin = width
         self.layers = nn.Sequential(*stages)

@@ -20,8 +20,10 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, n, d = x.shape
-        q, k, v = (t(x).view(b, n, self.heads, d // self.heads).transpose(1, 2)
-                   for t in (self.q, self.k, self.v))
+        q, k, v = (
+            t(x).view(b, n, self.heads, d // self.heads).transpose(1, 2)
+            for t in (self.q, self.k, self.v)
+        )
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
@@ -56,9 +58,16 @@ def _patch_size(h: int, w: int) -> int:
 class ViT(nn.Module):
     """Patch embedding, class token, learned positions, pre-norm blocks, ``norm``, ``head``."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, dim: int = 64,
-                 depth: int = 4, heads: int = 4, mlp_ratio: int = 2,
-                 patch: int | None = None) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        dim: int = 64,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: int = 2,
+        patch: int | None = None,
+    ) -> None:
         super().__init__()
         c, h, w = image_shape
         p = patch or _patch_size(h, w)
