@@ -109,12 +109,16 @@ def test_warmup_plus_flags_imprint_faithful_does_not(honest, imprinted, digits):
     assert not verdict("warmup", bad, honest["mlp"], local).malicious
 
 
-def test_warmup_plus_is_light_and_reads_the_previous_model(honest, digits):
+def test_warmup_plus_is_light_and_reads_the_previous_model_only_when_asked(honest, digits):
     _, local, _ = digits
     det = get_detector("warmup+")
-    assert (det.steps, det.samples) == (1, 32)  # the default Guard's budget
+    assert (det.steps, det.samples, det.use_previous) == (1, 32, False)  # the Guard's budget
     m = honest["convnet"]
-    v = det.inspect(m.state_dict(), Context(m, local, previous=m.state_dict()))
+    ctx = Context(m, local, previous=m.state_dict())
+    v = det.inspect(m.state_dict(), ctx)
+    assert not v.malicious and v.score < 1
+    assert len(v.metadata["stats"]["linear[0]_weight"]["mean"]) == 2  # received, step 1
+    v = get_detector("warmup+", use_previous=True).inspect(m.state_dict(), ctx)
     assert not v.malicious and v.score < 1
     assert len(v.metadata["stats"]["linear[0]_weight"]["mean"]) == 3  # previous, 0, 1
     assert len(v.metadata["z"]["conv[0]_weight"]["std"]) == 2  # arrival, step 1
