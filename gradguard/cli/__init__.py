@@ -16,19 +16,22 @@ COMMANDS = {
     "train": ("gradguard.cli.train", "run an honest federated training"),
     "attack": ("gradguard.cli.attack", "run one malicious-server attack and reconstruct"),
     "scan": ("gradguard.cli.scan", "inspect a received model file for tampering"),
-    "demo": ("gradguard.cli.demo", "a federation whose server turns malicious, unguarded vs guarded"),
+    "demo": ("gradguard.cli.demo", "a federation with a malicious server, unguarded vs guarded"),
 }
 
 
 def _available() -> dict[str, tuple[str, str]]:
-    return {name: spec for name, spec in COMMANDS.items()
-            if importlib.util.find_spec(spec[0]) is not None}
+    return {
+        name: spec
+        for name, spec in COMMANDS.items()
+        if importlib.util.find_spec(spec[0]) is not None
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gradguard",
-        description="Protect federated-learning clients from malicious servers.")
+        prog="gradguard", description="Protect federated-learning clients from malicious servers."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in _available().items():
         p = sub.add_parser(name, help=help_, description=help_)
