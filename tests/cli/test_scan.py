@@ -21,14 +21,6 @@ from gradguard.models.io import save_state
 STATIC = ["--detectors", "architecture,forensics,transmit-snr", "--samples", "64"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("scan")

@@ -3,16 +3,8 @@
 import json
 
 import pytest
-import torch
 
 from gradguard.cli import main
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def _run(capsys, *flags):

@@ -5,20 +5,10 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
 from gradguard.data import train_test
 from gradguard.data.cifar import read_batch
 from gradguard.errors import DataError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train fastest on one thread, and fairest to other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _batch(n: int, seed: int, label_key=b"labels", classes=10) -> dict:

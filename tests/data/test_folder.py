@@ -2,20 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
 from matplotlib import pyplot as plt
 
 from gradguard.data import train_test
 from gradguard.errors import DataError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train fastest on one thread, and fairest to other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _png(path, array, cmap=None):

@@ -6,21 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import needs_fashion
 
 from gradguard.data import load_dataset, train_test
 from gradguard.data.idx import read_idx
 from gradguard.errors import DataError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train fastest on one thread, and fairest to other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _idx(array: np.ndarray) -> bytes:

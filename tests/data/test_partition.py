@@ -8,15 +8,6 @@ from gradguard.data import Dataset, partition, train_test
 from gradguard.errors import GradguardError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train fastest on one thread, and fairest to other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return train_test("digits")[0]

@@ -7,16 +7,6 @@ from gradguard.data import train_test
 from gradguard.models import build_model
 
 
-@pytest.fixture(scope="package", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine more threads make small models ~30x
-    slower (measured: a resnet epoch on 300 digits 7 s vs 0.24 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="package")
 def digits():
     """(server-side training data, a client's local sample, the server's auxiliary data)."""

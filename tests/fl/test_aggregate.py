@@ -10,15 +10,6 @@ from gradguard.fl.secure import mask, secure_sum, unmask_sum
 from gradguard.fl.update import Update
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train fastest on one thread, and fairest to other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _planted(n_honest=8, n_bad=2, d=50, seed=0):
     g = torch.Generator().manual_seed(seed)
     center = torch.randn(d, generator=g)

@@ -1,6 +1,5 @@
 """Local training: FedSGD is the true batch gradient, FedAvg's delta is the parameter change."""
 
-import pytest
 import torch
 from torch.nn import functional as F
 
@@ -9,15 +8,6 @@ from gradguard.fl import Client, LocalTraining, local_update
 from gradguard.fl.byzantine import SignFlip
 from gradguard.fl.update import float_state
 from gradguard.models import build_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train fastest on one thread, and fairest to other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _setup(model="mlp", **kw):

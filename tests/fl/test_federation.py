@@ -10,16 +10,6 @@ from gradguard.fl.byzantine import SignFlip
 from gradguard.fl.update import float_state
 from gradguard.models import build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train fastest on one thread, and fairest to other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 LOCAL = LocalTraining(steps=3, batch_size=16, lr=0.1)
 
 

@@ -9,14 +9,6 @@ from gradguard.models import MODELS, build_model
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # resnet18 runs once, on CIFAR's shape, to keep the suite fast
 CASES = [(n, s) for n in MODELS for s in SHAPES if n != "resnet18" or s == (3, 32, 32)]
 

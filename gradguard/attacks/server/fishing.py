@@ -50,7 +50,27 @@ _THREAT = ThreatModel(
 
 
 @dataclass
-class ClassFishing:
+class _InvertsFishedGradient:
+    """Options of the Inverting Gradients run on the fished gradient (both fishing attacks)."""
+
+    iterations: int = 500
+    lr: float = 0.1
+    tv: float = 1e-4
+    restarts: int = 1
+    seed: int = 0
+
+    def config(self) -> InversionConfig:
+        return InversionConfig(
+            iterations=self.iterations,
+            lr=self.lr,
+            tv=self.tv,
+            restarts=self.restarts,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class ClassFishing(_InvertsFishedGradient):
     """Class fishing: only samples of ``target_class`` reach the layers below the head.
 
     ``images``: how many images to invert jointly from the fished gradient; ``0`` means as
@@ -62,23 +82,9 @@ class ClassFishing:
     bias: float = 1000.0
     images: int = 0
     max_images: int = 8
-    iterations: int = 500
-    lr: float = 0.1
-    tv: float = 1e-4
-    restarts: int = 1
-    seed: int = 0
 
     name = "fishing-class"
     threat_model = _THREAT
-
-    def config(self) -> InversionConfig:
-        return InversionConfig(
-            iterations=self.iterations,
-            lr=self.lr,
-            tv=self.tv,
-            restarts=self.restarts,
-            seed=self.seed,
-        )
 
     def manipulate(self, model: nn.Module, aux: Dataset) -> tuple[nn.Module, dict[str, Any]]:
         fished = copy.deepcopy(model)
@@ -112,7 +118,7 @@ class ClassFishing:
 
 
 @dataclass
-class FeatureFishing:
+class FeatureFishing(_InvertsFishedGradient):
     """Feature fishing within ``target_class``: about one target sample of the batch speaks.
 
     ``target_class``: the class to fish, or ``-1`` for the class whose best gate lets the
@@ -130,23 +136,9 @@ class FeatureFishing:
     multiplier: float = 16.0
     batch_size: int = 64
     train_steps: int = 100
-    iterations: int = 500
-    lr: float = 0.1
-    tv: float = 1e-4
-    restarts: int = 1
-    seed: int = 0
 
     name = "fishing-feature"
     threat_model = _THREAT
-
-    def config(self) -> InversionConfig:
-        return InversionConfig(
-            iterations=self.iterations,
-            lr=self.lr,
-            tv=self.tv,
-            restarts=self.restarts,
-            seed=self.seed,
-        )
 
     def manipulate(self, model: nn.Module, aux: Dataset) -> tuple[nn.Module, dict[str, Any]]:
         fished = copy.deepcopy(model)
