@@ -1,13 +1,14 @@
 """Cost of each detector and of the Guard next to one local epoch on 1000 samples.
 
-    python benchmarks/detector_cost.py [--quick]
+    python benchmarks/detector_cost.py [--quick] [--dataset digits|fashion-mnist]
 
-Same model, same process: one epoch of SGD (batch 32) on 1000 digits samples, each
+Same model, same process: one epoch of SGD (batch 32) on 1000 samples of the data set, each
 detector and three Guards (default: static checks + light ``warmup+``; ``faithful``:
 static checks + the paper's 5 x 128 warm-up; ``static``) on that model. The epoch and the
 checks are timed in turns, ``repeat`` rounds, and the fastest of each is kept, so a busy
 machine slows both alike. resnet18 (3x32x32 input) times the static checks only.
-Writes benchmarks/results/detector_cost.{json,md}. CPU timings on a shared machine: noisy.
+Writes benchmarks/results/detector_cost.{json,md} (``detector_cost_<dataset>.*`` for a
+data set other than digits). CPU timings on a shared machine: noisy.
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ def timed(fn) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="2 rounds instead of 9")
+    ap.add_argument("--dataset", default="digits", help="digits (default) or fashion-mnist")
     args = ap.parse_args()
+    stem = "detector_cost" + ("" if args.dataset == "digits" else f"_{args.dataset}")
     torch.set_num_threads(1)
     repeat = 2 if args.quick else 9
-    train, _ = train_test("digits", limit=1000)
+    train, _ = train_test(args.dataset, limit=1000)
     rows = []
     with Progress() as bar:
         task = bar.add_task("models", total=len(MODELS) + 1)
@@ -79,12 +82,18 @@ def main() -> None:
         g.check(s18)
         static18 = min(timed(lambda: g.check(s18)) for _ in range(max(5, repeat)))
         bar.advance(task)
-    result = {"rows": rows, "resnet18_static_s": static18, "threads": 1, "guards": GUARDS}
+    result = {
+        "dataset": args.dataset,
+        "rows": rows,
+        "resnet18_static_s": static18,
+        "threads": 1,
+        "guards": GUARDS,
+    }
     OUT.mkdir(exist_ok=True)
-    (OUT / "detector_cost.json").write_text(json.dumps(result, indent=1))
+    (OUT / f"{stem}.json").write_text(json.dumps(result, indent=1))
     cols = ["epoch_s", *DETECTORS, *GUARDS]
     lines = [
-        "# Detector cost vs one local epoch (1000 digits samples, batch 32, 1 thread)",
+        f"# Detector cost vs one local epoch (1000 {args.dataset} samples, batch 32, 1 thread)",
         "",
         f"Fastest of {repeat} interleaved rounds; cells: ms (share of the epoch).",
         "guard_default = " + " + ".join(GUARDS["guard_default"]) + "; guard_faithful = "
@@ -103,7 +112,7 @@ def main() -> None:
         f"resnet18 (3x32x32) static checks through the Guard (architecture, forensics, "
         f"transmit-snr): {static18 * 1000:.0f} ms",
     ]
-    (OUT / "detector_cost.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
