@@ -178,27 +178,15 @@ def _run(net, params, names, target, labels, shape, config, mask, classes, seed)
 
 
 @dataclass
-class InvertingGradients:
-    """Passive (honest-but-curious) server: invert the update of an unmodified model.
-
-    Options: ``iterations``, ``lr``, ``tv``, ``restarts``, ``seed`` (see
-    :class:`InversionConfig`). The batch size is taken from ``Update.num_examples`` and the
-    labels recovered from the last-layer gradient (iDLG / class counts).
-    """
+class InversionOptions:
+    """The options of an Inverting Gradients run that attacks expose (see
+    :class:`InversionConfig`); shared by :class:`InvertingGradients` and fishing."""
 
     iterations: int = InversionConfig.iterations
     lr: float = InversionConfig.lr
     tv: float = InversionConfig.tv
     restarts: int = 1
     seed: int = 0
-
-    name = "inverting-gradients"
-    threat_model = ThreatModel(
-        changes_architecture=False,
-        protocols=("fedsgd", "fedavg"),
-        aggregation="single",
-        summary="honest model; FedSGD exactly, FedAvg delta treated as one gradient",
-    )
 
     def config(self) -> InversionConfig:
         return InversionConfig(
@@ -208,6 +196,24 @@ class InvertingGradients:
             restarts=self.restarts,
             seed=self.seed,
         )
+
+
+@dataclass
+class InvertingGradients(InversionOptions):
+    """Passive (honest-but-curious) server: invert the update of an unmodified model.
+
+    Options: ``iterations``, ``lr``, ``tv``, ``restarts``, ``seed`` (see
+    :class:`InversionConfig`). The batch size is taken from ``Update.num_examples`` and the
+    labels recovered from the last-layer gradient (iDLG / class counts).
+    """
+
+    name = "inverting-gradients"
+    threat_model = ThreatModel(
+        changes_architecture=False,
+        protocols=("fedsgd", "fedavg"),
+        aggregation="single",
+        summary="honest model; FedSGD exactly, FedAvg delta treated as one gradient",
+    )
 
     def manipulate(self, model: nn.Module, aux: Dataset) -> tuple[nn.Module, dict[str, Any]]:
         return model, passive_secrets(model, aux)

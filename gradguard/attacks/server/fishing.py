@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from gradguard.attacks.base import Reconstruction, ThreatModel
-from gradguard.attacks.inversion.inverting import InversionConfig, invert
+from gradguard.attacks.inversion.inverting import InversionConfig, InversionOptions, invert
 from gradguard.attacks.inversion.labels import last_linear
 from gradguard.data import Dataset
 from gradguard.errors import GradguardError
@@ -50,23 +50,12 @@ _THREAT = ThreatModel(
 
 
 @dataclass
-class _InvertsFishedGradient:
+class _InvertsFishedGradient(InversionOptions):
     """Options of the Inverting Gradients run on the fished gradient (both fishing attacks)."""
 
     iterations: int = 500
     lr: float = 0.1
     tv: float = 1e-4
-    restarts: int = 1
-    seed: int = 0
-
-    def config(self) -> InversionConfig:
-        return InversionConfig(
-            iterations=self.iterations,
-            lr=self.lr,
-            tv=self.tv,
-            restarts=self.restarts,
-            seed=self.seed,
-        )
 
 
 @dataclass
