@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from gradguard.data import Dataset
+
+if TYPE_CHECKING:
+    from gradguard.detect import Verdict
 
 GUARD = "guard"
 
@@ -51,52 +54,39 @@ def inspect_all(
     from gradguard.detect import Context, Guard, GuardConfig, get_detector
 
     ctx = Context(template=template, data=data, previous=previous)
-    out: dict[str, Outcome] = {}
-    for name in detectors:
-        t0 = time.perf_counter()
-        try:
-            v = get_detector(name).inspect(received, ctx)
-            out[name] = Outcome(
-                name,
-                bool(v.malicious),
-                float(v.score),
-                v.elapsed_s,
-                bool(getattr(v, "verified", True)),
-                "",
-                v.summary(),
-            )
-        except Exception as exc:  # noqa: BLE001 - a crash is itself the measured outcome
-            out[name] = Outcome(
-                name,
-                True,
-                float("nan"),
-                time.perf_counter() - t0,
-                False,
-                f"{type(exc).__name__}: {exc}",
-            )
+    runs: dict[str, Callable[[], Verdict]] = {
+        name: (lambda name=name: get_detector(name).inspect(received, ctx)) for name in detectors
+    }
     if guard:
-        t0 = time.perf_counter()
-        try:
-            v = Guard(GuardConfig(), template=template, data=data).check(received, previous)
-            out[GUARD] = Outcome(
-                GUARD,
-                bool(v.malicious),
-                float(v.score),
-                v.elapsed_s,
-                bool(getattr(v, "verified", True)),
-                "",
-                v.summary(),
-            )
-        except Exception as exc:  # noqa: BLE001
-            out[GUARD] = Outcome(
-                GUARD,
-                True,
-                float("nan"),
-                time.perf_counter() - t0,
-                False,
-                f"{type(exc).__name__}: {exc}",
-            )
-    return out
+        runs[GUARD] = lambda: Guard(GuardConfig(), template=template, data=data).check(
+            received, previous
+        )
+    return {name: _measure(name, run) for name, run in runs.items()}
+
+
+def _measure(name: str, run: Callable[[], Verdict]) -> Outcome:
+    """One detector run as an Outcome; a crash is itself the measured outcome."""
+    t0 = time.perf_counter()
+    try:
+        v = run()
+    except Exception as exc:  # noqa: BLE001
+        return Outcome(
+            name,
+            True,
+            float("nan"),
+            time.perf_counter() - t0,
+            False,
+            f"{type(exc).__name__}: {exc}",
+        )
+    return Outcome(
+        name,
+        bool(v.malicious),
+        float(v.score),
+        v.elapsed_s,
+        bool(getattr(v, "verified", True)),
+        "",
+        v.summary(),
+    )
 
 
 def default_detectors() -> list[str]:
