@@ -1,0 +1,54 @@
+"""The frontier experiment runs an attack for real and scores every detector on it."""
+
+from __future__ import annotations
+
+from gradguard.experiments import frontier
+
+
+def test_textbook_imprint_point_leaks_and_the_guard_flags_it():
+    fam = frontier.Family("imprint/mlp", "imprint", "mlp", "digits", 16, {"bins": 64})
+    row = frontier.run_point(fam, "textbook", None, {}, ["forensics"], data_samples=200)
+    assert row["leaked_fraction"] >= 0.5
+    assert row["leaked_fraction"] > row["honest_leaked_fraction"]
+    assert row["flagged"]["guard"] and row["flagged"]["forensics"]
+    assert not row["honest_flagged"]["guard"]
+
+
+def test_points_start_with_the_textbook_setting_and_sweep_declared_dials():
+    fam = frontier.Family("imprint/mlp", "imprint", "mlp")
+    pts = frontier.points(fam)
+    assert pts[0] == ("textbook", None, {})
+    klass = frontier.attack_class("imprint")
+    declared = sum(len(v) - 1 for v in getattr(klass, "dials", {}).values())
+    assert len(pts) == 1 + declared + bool(getattr(klass, "adaptive", None))
+
+
+def test_evasions_are_leaking_points_that_pass_a_detector():
+    rows = [
+        {
+            "family": "f",
+            "dial": "textbook",
+            "honest_leaked_fraction": 0.2,
+            "leaked_fraction": 0.7,
+            "psnr_max": 90.0,
+            "flagged": {"a": True, "guard": True},
+        },
+        {
+            "family": "f",
+            "dial": "noise",
+            "value": 0.1,
+            "leaked_fraction": 0.6,
+            "psnr_max": 90.0,
+            "flagged": {"a": False, "guard": True},
+        },
+        {
+            "family": "f",
+            "dial": "noise",
+            "value": 0.5,
+            "leaked_fraction": 0.1,
+            "psnr_max": 20.0,
+            "flagged": {"a": False, "guard": False},
+        },
+    ]
+    ev = frontier.evasions(rows)
+    assert [(e["value"], e["passes"]) for e in ev] == [(0.1, ["a"])]
