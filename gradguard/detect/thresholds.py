@@ -39,9 +39,9 @@ DIRAC_RATIO = 1.0  # a filter whose largest entry outweighs all the others toget
 DUPLICATE_COSINE = 0.999
 
 
-# An override must be finite and lie in (0, MAX_RATIO x default]: beyond that a detector
+# An override must be finite and lie in (0, MAX_RATIO x default]: far above it a detector
 # never flags (NaN, inf, 1e300 all disarm it). Lower values only make a detector stricter.
-MAX_RATIO = 1000.0
+MAX_RATIO = 100.0
 
 
 class ConfigError(GradguardError, ValueError):

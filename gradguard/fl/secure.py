@@ -27,7 +27,7 @@ _MOD = 2**62
 SCALE_BITS = 20  # the fixed default of :func:`mask` and :func:`unmask_sum`
 _HEADROOM = 60  # sums stay below 2^60, half the signed range 2^61
 _MAX_BITS = 1000  # 2^bits must stay a finite float64
-PRECISION = 1e-3  # largest relative L2 error the encoding may add to one vector
+PRECISION = 1e-4  # largest relative L2 error the encoding may add to one vector
 
 
 def _pair_mask(seed: int, i: int, j: int, size: int) -> torch.Tensor:
