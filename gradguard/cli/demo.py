@@ -80,6 +80,13 @@ def scenario_from(args: argparse.Namespace):
             raise usage_error(
                 f"--targets {','.join(map(str, bad))}: client ids are 0..{args.clients - 1}"
             )
+    from gradguard.attacks import ATTACKS
+    from gradguard.models import MODELS
+
+    if args.attack not in ATTACKS:
+        raise usage_error(f"unknown attack {args.attack!r}; valid: {', '.join(ATTACKS)}")
+    if args.model not in MODELS:
+        raise usage_error(f"unknown model {args.model!r}; valid: {', '.join(MODELS)}")
     if args.train_limit is not None and args.train_limit < 1:
         raise usage_error(f"--train-limit must be >= 1 (got {args.train_limit})")
     if not args.no_report:
