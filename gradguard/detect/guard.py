@@ -25,7 +25,7 @@ from gradguard.data import Dataset
 from gradguard.detect.architecture import peak_abs
 from gradguard.detect.base import Context, Finding, Verdict
 from gradguard.detect.thresholds import ConfigError, validate
-from gradguard.models.io import LIMIT_FACTOR, state_bytes, view_problem
+from gradguard.models.io import LIMIT_FACTOR, max_entries, state_bytes, view_problem
 
 log = logging.getLogger("gradguard.detect")
 
@@ -100,6 +100,7 @@ class Guard:
         self.data = data if data is not None and len(data) > 0 else None
         # a received state may hold at most this many bytes (the client's model's, x2)
         self.max_bytes = LIMIT_FACTOR * state_bytes(template) + 65536
+        self.max_entries = max_entries(template)
         self.accepted: dict[str, torch.Tensor] | None = None
         self.history: list[Verdict] = []
 
@@ -120,7 +121,7 @@ class Guard:
         return verdict
 
     def _check(self, received, previous, start) -> Verdict:
-        bad, peaks = _sanity(received, self.max_bytes)
+        bad, peaks = _sanity(received, self.max_bytes, self.max_entries)
         if bad:
             return _unverified("guard", bad, start)
         ctx = Context(
@@ -212,12 +213,14 @@ class Guard:
         return guard
 
 
-def _sanity(received, max_bytes: int) -> tuple[str, dict[str, float]]:
+def _sanity(received, max_bytes: int, max_entries: int) -> tuple[str, dict[str, float]]:
     """Why ``received`` cannot be verified at all ('' if it is a finite name->tensor map of
     dense tensors holding at most ``max_bytes``), and the largest magnitude of each floating
     entry (one pass, shared with detectors). Sizes are checked before any value is read."""
     if not isinstance(received, Mapping):
         return f"expected a mapping of names to tensors, got {type(received).__name__}", {}
+    if len(received) > max_entries:
+        return f"the received state names {len(received)} tensors (at most {max_entries})", {}
     total = 0
     for k, v in received.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):

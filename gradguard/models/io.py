@@ -111,7 +111,15 @@ def view_problem(t: torch.Tensor) -> str:
     return ""
 
 
-def check_safetensors_header(path: Path, size: int) -> None:
+def max_entries(template: Mapping[str, torch.Tensor] | nn.Module | None) -> int:
+    """How many tensors a received state may name: twice the template's, plus slack."""
+    if template is None:
+        return MAX_TENSORS
+    n = len(template.state_dict() if isinstance(template, nn.Module) else template)
+    return min(MAX_TENSORS, 2 * n + 64)
+
+
+def check_safetensors_header(path: Path, size: int, limit: int = MAX_TENSORS) -> None:
     """Validate a safetensors header before the library allocates anything: known dtypes,
     sane shapes, and data offsets that tile the data section exactly (each byte once)."""
     with path.open("rb") as f:
@@ -130,8 +138,8 @@ def check_safetensors_header(path: Path, size: int) -> None:
     data = size - 8 - n
     total = 0
     header.pop("__metadata__", None)
-    if len(header) > MAX_TENSORS:
-        raise ModelFileError(f"{path}: {len(header)} tensors exceed the {MAX_TENSORS} limit")
+    if len(header) > limit:
+        raise ModelFileError(f"{path}: {len(header)} tensors exceed the limit of {limit}")
     spans = []
     for name, info in header.items():
         if not isinstance(info, dict):
@@ -180,7 +188,7 @@ def _no_duplicates(pairs):
     return dict(pairs)
 
 
-def _check_zip(path: Path, size: int) -> None:
+def _check_zip(path: Path, size: int, limit: int = MAX_TENSORS) -> None:
     """A PyTorch archive must be stored uncompressed (as ``torch.save`` writes it): then it
     cannot inflate beyond its own size (no zip bombs), and it can be memory-mapped."""
     try:
@@ -188,7 +196,7 @@ def _check_zip(path: Path, size: int) -> None:
             infos = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise ModelFileError(f"{path}: not a readable PyTorch archive ({e})") from None
-    if len(infos) > MAX_TENSORS + 16:
+    if len(infos) > limit + 16:
         raise ModelFileError(f"{path}: {len(infos)} archive entries exceed the limit")
     names = [i.filename for i in infos]
     if len(set(names)) != len(names):
@@ -256,12 +264,12 @@ def load_state(
             path.suffix == ".safetensors"
             or (len(head) == 8 and 0 < int.from_bytes(head, "little") < size)
         ):
-            check_safetensors_header(path, size)
+            check_safetensors_header(path, size, max_entries(template))
             from safetensors.torch import load_file
 
             state = load_file(str(path))
         elif is_zip:
-            _check_zip(path, size)
+            _check_zip(path, size, max_entries(template))
             state = _load_pt(path)
         else:
             raise ModelFileError(
@@ -279,8 +287,10 @@ def load_state(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ModelFileError(f"{path}: expected a mapping of names to tensors")
-    if len(state) > MAX_TENSORS:
-        raise ModelFileError(f"{path}: {len(state)} tensors exceed the {MAX_TENSORS} limit")
+    if len(state) > max_entries(template):
+        raise ModelFileError(
+            f"{path}: {len(state)} tensors exceed the limit of {max_entries(template)}"
+        )
     total = 0
     for k, v in state.items():
         if v.dtype not in TORCH_DTYPES or v.layout != torch.strided or v.is_quantized:
