@@ -10,6 +10,9 @@ from pathlib import Path
 
 from gradguard.attacks import ATTACKS
 
+WIDTH_OPTIONS = ("bins", "neurons")  # options that set a layer's width
+MAX_WIDTH = 65536
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", help=f"the attack: {', '.join(ATTACKS)}")
@@ -98,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not key.strip():
             raise usage_error(f"--option wants KEY=VALUE, got {item!r}")
         options[key.strip().replace("-", "_")] = _parse(value.strip())
+    for key in WIDTH_OPTIONS:  # each one widens a layer: a huge value is a huge allocation
+        if isinstance(options.get(key), int) and not 1 <= options[key] <= MAX_WIDTH:
+            raise usage_error(f"{key} must be between 1 and {MAX_WIDTH} (got {options[key]})")
     _check_options(args.name, args.batch_size, options)
     result = run_attack(
         args.name,

@@ -27,6 +27,7 @@ def _cases(tmp_path, blocked):
         ["attack", "imprint", "--option", "=1"],
         ["attack", "imprint", "--out", str(blocked)],
         ["attack", "imprint", "--batch-size", "0"],
+        ["attack", "imprint", "--bins", "1000000000"],
         ["attack", "imprint", "--lr", "nan"],
         ["attack", "nope"],
         ["demo", "--out", str(blocked)],
