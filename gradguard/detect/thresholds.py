@@ -11,6 +11,7 @@ above the calibrated value. No value was tuned on attacks.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 
 from gradguard.errors import GradguardError
@@ -65,7 +66,7 @@ def validate(overrides: Mapping[str, float] | None) -> dict[str, float]:
     for key, value in overrides.items():
         if key not in DEFAULTS:
             raise ConfigError(f"unknown threshold {key!r}; valid: {', '.join(sorted(DEFAULTS))}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ConfigError(f"threshold {key}={value!r} is not a number")
         v = float(value)
         top = MAX_RATIO * DEFAULTS[key]
