@@ -97,7 +97,7 @@ class Guard:
             for n in names
         ]
         self.template = template
-        self.data = data if data is not None and len(data) > 0 else None
+        self.data = None if data is None or _is_empty(data) else data
         # a received state may hold at most this many bytes (the client's model's, x2)
         self.max_bytes = LIMIT_FACTOR * state_bytes(template) + 65536
         self.max_entries = max_entries(template)
@@ -211,6 +211,13 @@ class Guard:
             return ok
 
         return guard
+
+
+def _is_empty(data) -> bool:
+    try:
+        return len(data) == 0
+    except TypeError:
+        return False
 
 
 def _sanity(received, max_bytes: int, max_entries: int) -> tuple[str, dict[str, float]]:
