@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a file the work could not write or read after all (disk full, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"gradguard {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - one line, never a traceback (GRADGUARD_DEBUG=1: raise)
         if os.environ.get("GRADGUARD_DEBUG"):
             raise
