@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from gradguard.errors import GradguardError
 
@@ -18,6 +21,62 @@ COMMANDS = {
     "scan": ("gradguard.cli.scan", "inspect a received model file for tampering"),
     "demo": ("gradguard.cli.demo", "a federation with a malicious server, unguarded vs guarded"),
 }
+
+
+def usage_error(msg: str) -> GradguardError:
+    """A misuse of the command line: one line, exit status 2."""
+    e = GradguardError(msg)
+    e.exit_code = 2  # type: ignore[attr-defined]
+    return e
+
+
+def check_number(
+    flag: str, value: float | None, low: float | None = None, *, strict: bool = True
+) -> None:
+    """``value`` (when given) must be finite and above ``low`` (or at least, if not strict)."""
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise usage_error(f"{flag} must be a finite number (got {value})")
+    if low is not None and (value <= low if strict else value < low):
+        raise usage_error(f"{flag} must be {'>' if strict else '>='} {low:g} (got {value:g})")
+
+
+def _probe(folder: Path, flag: str, target: Path) -> None:
+    """Create ``folder`` if needed and write (then delete) a file there: the real test."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        reason = (
+            "a parent is a file, not a folder"
+            if isinstance(e, (FileExistsError, NotADirectoryError))
+            else e.strerror or type(e).__name__
+        )
+        raise usage_error(f"{flag} {target}: cannot write there ({reason})") from None
+
+
+def check_output_file(flag: str, path: str | Path | None) -> None:
+    """``path`` can be written as a file: not a folder, its folder creatable and writable."""
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise usage_error(f"{flag} {p}: is a folder, expected a file name")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise usage_error(f"{flag} {p}: cannot write there (read-only file)")
+    _probe(p.parent, flag, p)
+
+
+def check_output_dir(flag: str, path: str | Path | None) -> None:
+    """``path`` is (or can be created as) a writable folder."""
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise usage_error(f"{flag} {p}: exists and is not a folder")
+    _probe(p, flag, p)
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -52,6 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a file the work could not write or read after all (disk full, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"gradguard {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback (GRADGUARD_DEBUG=1: raise)
+        if os.environ.get("GRADGUARD_DEBUG"):
+            raise
+        first = (str(e).splitlines() or [""])[0][:300]
+        print(
+            f"gradguard {args.command}: internal error: {type(e).__name__}: {first} "
+            "(GRADGUARD_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from gradguard.attacks import ATTACKS
+
+WIDTH_OPTIONS = ("bins", "neurons")  # options that set a layer's width
+MAX_WIDTH = 65536
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,10 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gradguard.attacks.run import run_attack
-    from gradguard.errors import GradguardError
+    from gradguard.cli import check_number, check_output_dir, check_output_file, usage_error
 
     if args.name not in ATTACKS:
-        raise GradguardError(f"unknown attack {args.name!r}; valid: {', '.join(ATTACKS)}")
+        raise usage_error(f"unknown attack {args.name!r}; valid: {', '.join(ATTACKS)}")
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--bins", args.bins),
+        ("--neurons", args.neurons),
+        ("--local-steps", args.local_steps),
+    ):
+        check_number(flag, value, 1, strict=False)
+    check_number("--lr", args.lr, 0)
+    check_number("--psnr-threshold", args.psnr_threshold)
+    check_output_file("--save-model", args.save_model)
+    check_output_dir("--out", args.out)
     options = {
         k: v
         for k, v in (
@@ -83,9 +98,13 @@ def run(args: argparse.Namespace) -> int:
     }
     for item in args.option:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise GradguardError(f"--option wants KEY=VALUE, got {item!r}")
+        if not sep or not key.strip():
+            raise usage_error(f"--option wants KEY=VALUE, got {item!r}")
         options[key.strip().replace("-", "_")] = _parse(value.strip())
+    for key in WIDTH_OPTIONS:  # each one widens a layer: a huge value is a huge allocation
+        if isinstance(options.get(key), int) and not 1 <= options[key] <= MAX_WIDTH:
+            raise usage_error(f"{key} must be between 1 and {MAX_WIDTH} (got {options[key]})")
+    _check_options(args.name, args.batch_size, options)
     result = run_attack(
         args.name,
         dataset=args.dataset,
@@ -141,6 +160,52 @@ def run(args: argparse.Namespace) -> int:
         for path in written:
             print(f"wrote {path}")
     return 0
+
+
+def _check_options(name: str, batch_size: int, options: dict) -> None:
+    """Each option must exist and have its default's type (int, float, bool or str), and the
+    attack must accept them: checked before any work starts."""
+    import inspect
+
+    from gradguard.attacks.run import build_attack
+    from gradguard.cli import usage_error
+    from gradguard.errors import GradguardError
+
+    module, cls = ATTACKS[name].split(":")
+    import importlib
+
+    params = inspect.signature(getattr(importlib.import_module(module), cls)).parameters
+    for key, value in options.items():
+        if key not in params:
+            valid = ", ".join(p for p in params if p != "self") or "none"
+            raise usage_error(f"attack {name!r} has no option {key!r}; valid: {valid}")
+        default = params[key].default
+        kind = type(default)
+        if default is None or default is inspect.Parameter.empty:
+            continue
+        ok = (
+            isinstance(value, bool)
+            if kind is bool
+            else isinstance(value, int) and not isinstance(value, bool)
+            if kind is int
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
+            if kind is float
+            else isinstance(value, kind)
+            if kind is str
+            else True
+        )
+        if not ok:
+            raise usage_error(
+                f"--option {key}={value!r}: expected {kind.__name__} (default {default!r})"
+            )
+        if kind in (int, float) and not math.isfinite(value):
+            raise usage_error(f"--option {key}={value!r}: expected a finite number")
+    try:
+        build_attack(name, batch_size, **dict(options))
+    except GradguardError as e:
+        raise usage_error(str(e)) from None
+    except (TypeError, ValueError, AssertionError) as e:
+        raise usage_error(f"attack {name!r} refuses its options: {e}") from None
 
 
 def _parse(value: str):

@@ -52,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def scenario_from(args: argparse.Namespace):
+    from gradguard.cli import check_output_dir, usage_error
     from gradguard.scenario import Scenario
 
     try:
@@ -62,13 +63,34 @@ def scenario_from(args: argparse.Namespace):
             else tuple(int(x) for x in args.targets.split(","))
         )
     except ValueError:
-        raise GradguardError(
-            "--attack-rounds and --targets take comma-separated integers"
-        ) from None
+        raise usage_error("--attack-rounds and --targets take comma-separated integers") from None
     if args.rounds < 1 or args.clients < 1:
-        raise GradguardError("--rounds and --clients must be at least 1")
+        raise usage_error("--rounds and --clients must be at least 1")
+    if args.rounds > 10_000 or args.clients > 10_000:
+        raise usage_error("--rounds and --clients must be at most 10000")
+    if not attack_rounds:
+        raise usage_error("--attack-rounds names no round: the demo would attack nothing")
     if any(r < 1 or r > args.rounds for r in attack_rounds):
-        raise GradguardError(f"--attack-rounds must lie in 1..{args.rounds}")
+        raise usage_error(f"--attack-rounds must lie in 1..{args.rounds}")
+    if targets is not None:
+        if not targets:
+            raise usage_error("--targets names no client: the demo would attack nothing")
+        bad = [t for t in targets if not 0 <= t < args.clients]
+        if bad:
+            raise usage_error(
+                f"--targets {','.join(map(str, bad))}: client ids are 0..{args.clients - 1}"
+            )
+    from gradguard.attacks import ATTACKS
+    from gradguard.models import MODELS
+
+    if args.attack not in ATTACKS:
+        raise usage_error(f"unknown attack {args.attack!r}; valid: {', '.join(ATTACKS)}")
+    if args.model not in MODELS:
+        raise usage_error(f"unknown model {args.model!r}; valid: {', '.join(MODELS)}")
+    if args.train_limit is not None and args.train_limit < 1:
+        raise usage_error(f"--train-limit must be >= 1 (got {args.train_limit})")
+    if not args.no_report:
+        check_output_dir("--out", args.out)
     return Scenario(
         dataset=args.dataset,
         model=args.model,

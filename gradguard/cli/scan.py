@@ -73,6 +73,7 @@ def _cached_data(spec: str, samples: int, _stamp: int | None):
 def run(args: argparse.Namespace) -> int:
     from gradguard.detect import DETECTORS, Guard, GuardConfig
     from gradguard.detect.base import Finding, Verdict
+    from gradguard.detect.thresholds import validate
     from gradguard.models import build_model
     from gradguard.models.io import load_state
 
@@ -93,10 +94,17 @@ def run(args: argparse.Namespace) -> int:
             thresholds[key.strip()] = float(value)
         except ValueError:
             raise _usage(f"--threshold {item!r}: expected KEY=NUMBER") from None
+    try:
+        validate(thresholds)
+    except GradguardError as e:
+        raise _usage(f"--threshold: {e}") from None
     if args.samples < 1:
         raise _usage("--samples must be positive")
-    if not Path(args.model_file).is_file():
-        raise _usage(f"{args.model_file}: no such file")
+    if args.width is not None and not 1 <= args.width <= 65536:
+        raise _usage(f"--width must be between 1 and 65536 (got {args.width})")
+    for flag, f in (("MODEL_FILE", args.model_file), ("--previous", args.previous)):
+        if f is not None and not Path(f).is_file():
+            raise _usage(f"{flag} {f}: no such file")
     try:
         train = _local_data(args.dataset, args.samples)
     except GradguardError as e:
@@ -106,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
         template = build_model(
             args.model, train.image_shape, train.num_classes, norm=args.norm, **kw
         )
-    except (GradguardError, TypeError) as e:
-        raise _usage(str(e)) from None
+    except (GradguardError, TypeError, ValueError, RuntimeError) as e:
+        raise _usage(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     logging.getLogger("gradguard.detect").setLevel(logging.ERROR)  # the verdict is printed
     start = time.perf_counter()
     guard = Guard(
@@ -117,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
     )
     previous = None
     try:
-        state = load_state(args.model_file)
+        state = load_state(args.model_file, template=template)
         if args.previous:
-            previous = load_state(args.previous)
+            previous = load_state(args.previous, template=template)
     except ModelFileError as e:
         verdict = Verdict(
             True,

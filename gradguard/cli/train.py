@@ -137,9 +137,16 @@ class TrainSetup:
 
 
 def _check(args: argparse.Namespace) -> None:
+    """Every flag checked before any data is read (one line, exit 2 on a misuse)."""
+    from gradguard.cli import check_number, check_output_file, usage_error
+
     def positive(name: str, value: float | None) -> None:
-        if value is not None and not value > 0:
-            raise GradguardError(f"--{name} must be > 0 (got {value})")
+        check_number(f"--{name}", value, 0)
+
+    for name in ("momentum", "dp_noise"):
+        check_number(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.rounds > 100_000 or args.clients > 100_000:
+        raise usage_error("--rounds and --clients must be at most 100000")
 
     for name in (
         "clients",
@@ -156,29 +163,30 @@ def _check(args: argparse.Namespace) -> None:
     ):
         positive(name.replace("_", "-"), getattr(args, name))
     if args.aggregator not in AGGREGATOR_NAMES:
-        raise GradguardError(
+        raise usage_error(
             f"unknown aggregator {args.aggregator!r}; valid: {', '.join(AGGREGATOR_NAMES)}"
         )
     if args.dp_noise < 0:
-        raise GradguardError(f"--dp-noise must be >= 0 (got {args.dp_noise})")
+        raise usage_error(f"--dp-noise must be >= 0 (got {args.dp_noise})")
     if args.dp_noise > 0 and args.dp_clip is None:
-        raise GradguardError("--dp-noise needs --dp-clip (the noise is scaled by the clip)")
+        raise usage_error("--dp-noise needs --dp-clip (the noise is scaled by the clip)")
     if args.threads < 0:
-        raise GradguardError(f"--threads must be >= 0 (got {args.threads})")
+        raise usage_error(f"--threads must be >= 0 (got {args.threads})")
     if not 0 <= args.momentum < 1:
-        raise GradguardError(f"--momentum must be in [0, 1) (got {args.momentum})")
+        raise usage_error(f"--momentum must be in [0, 1) (got {args.momentum})")
     if not 0 <= args.poisoned <= args.clients:
-        raise GradguardError(f"--poisoned must be between 0 and --clients ({args.clients})")
+        raise usage_error(f"--poisoned must be between 0 and --clients ({args.clients})")
     byz = args.poisoned if args.byzantine is None else args.byzantine
     if byz < 0 or 2 * byz >= args.clients:
-        raise GradguardError(
+        raise usage_error(
             f"--byzantine {byz}: robust aggregation needs fewer than half of "
             f"the {args.clients} clients to be Byzantine"
         )
     if args.clients_per_round is not None and args.clients_per_round > args.clients:
-        raise GradguardError(
+        raise usage_error(
             f"--clients-per-round {args.clients_per_round} exceeds --clients {args.clients}"
         )
+    check_output_file("--save-model", args.save_model)
 
 
 def build(args: argparse.Namespace) -> TrainSetup:

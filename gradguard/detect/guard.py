@@ -2,7 +2,11 @@
 
 Policies: ``abstain`` (default) refuses a flagged model; ``warn`` logs it and trains
 anyway. Under both, a model that cannot be verified (unreadable, non-finite, wrong shapes,
-absurd values, any internal error) is never trained on.
+absurd values, expanded tensor views, more bytes than the client's model, any internal
+error) is never trained on. A configured detector that needs local data and got none makes
+the verdict unverified too: configure only data-free detectors to run without data.
+Invalid configurations (unknown policy or detector, an empty detector set, unknown or
+disarming thresholds) raise :class:`~gradguard.detect.thresholds.ConfigError`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from torch import nn
 from gradguard.data import Dataset
 from gradguard.detect.architecture import peak_abs
 from gradguard.detect.base import Context, Finding, Verdict
+from gradguard.detect.thresholds import ConfigError, validate
+from gradguard.models.io import LIMIT_FACTOR, max_entries, state_bytes, view_problem
 
 log = logging.getLogger("gradguard.detect")
 
@@ -31,6 +37,27 @@ class GuardConfig:
     thresholds: Mapping[str, float] = field(default_factory=dict)
     stop_at_first: bool = True  # stop at the first decisive (flagging) detector
     options: Mapping[str, Mapping] = field(default_factory=dict)  # per-detector options
+
+    def __post_init__(self) -> None:
+        from gradguard.detect import DETECTORS
+
+        valid = ", ".join(DETECTORS)
+        if self.policy not in ("abstain", "warn"):
+            raise ConfigError(f"unknown policy {self.policy!r}: abstain or warn")
+        if isinstance(self.detectors, str) or not isinstance(self.detectors, (tuple, list)):
+            raise ConfigError(f"detectors must be a tuple of names, got {self.detectors!r}")
+        if not self.detectors:
+            raise ConfigError(f"an empty detector set checks nothing; valid: {valid}")
+        unknown = [d for d in self.detectors if not isinstance(d, str) or d not in DETECTORS]
+        if unknown:
+            raise ConfigError(f"unknown detector(s) {unknown!r}; valid: {valid}")
+        validate(self.thresholds)
+        if not isinstance(self.stop_at_first, bool):
+            raise ConfigError(f"stop_at_first must be a bool, got {self.stop_at_first!r}")
+        if not isinstance(self.options, Mapping) or not all(
+            k in DETECTORS and isinstance(v, Mapping) for k, v in self.options.items()
+        ):
+            raise ConfigError(f"options must map detector names ({valid}) to mappings")
 
 
 def _unverified(detector: str, message: str, start: float, layer: str = "-") -> Verdict:
@@ -55,11 +82,11 @@ class Guard:
     ) -> None:
         from gradguard.detect import DETECTORS, get_detector
 
-        if template is None:
-            raise ValueError("Guard needs the client's model as template")
-        self.config = config or GuardConfig()
-        if self.config.policy not in ("abstain", "warn"):
-            raise ValueError(f"unknown policy {self.config.policy!r}: abstain or warn")
+        if not isinstance(template, nn.Module):
+            raise ConfigError("Guard needs the client's model (an nn.Module) as template")
+        self.config = config if config is not None else GuardConfig()
+        if not isinstance(self.config, GuardConfig):
+            raise ConfigError(f"config must be a GuardConfig, got {type(config).__name__}")
         order = list(DETECTORS)
         names = sorted(
             dict.fromkeys(self.config.detectors),
@@ -70,7 +97,10 @@ class Guard:
             for n in names
         ]
         self.template = template
-        self.data = data
+        self.data = None if data is None or _is_empty(data) else data
+        # a received state may hold at most this many bytes (the client's model's, x2)
+        self.max_bytes = LIMIT_FACTOR * state_bytes(template) + 65536
+        self.max_entries = max_entries(template)
         self.accepted: dict[str, torch.Tensor] | None = None
         self.history: list[Verdict] = []
 
@@ -91,7 +121,7 @@ class Guard:
         return verdict
 
     def _check(self, received, previous, start) -> Verdict:
-        bad, peaks = _sanity(received)
+        bad, peaks = _sanity(received, self.max_bytes, self.max_entries)
         if bad:
             return _unverified("guard", bad, start)
         ctx = Context(
@@ -103,18 +133,13 @@ class Guard:
         findings: list[Finding] = []
         per: dict[str, dict] = {}
         malicious, verified, ran = False, True, []
+        skipped: dict[str, str] = {}
         for det in self.detectors:
+            if malicious and self.config.stop_at_first:
+                skipped[det.name] = "not run: an earlier detector flagged the model"
+                continue
             if det.needs_data and self.data is None:
-                findings.append(
-                    Finding(
-                        det.name,
-                        "-",
-                        math.nan,
-                        math.nan,
-                        "skipped: no local data given",
-                        flagged=False,
-                    )
-                )
+                skipped[det.name] = "needs local data and none was given"
                 continue
             t0 = time.perf_counter()
             try:
@@ -134,9 +159,23 @@ class Guard:
             }
             malicious |= v.malicious
             verified &= v.verified
-            if v.malicious and self.config.stop_at_first:
-                break
+        no_data = [n for n, why in skipped.items() if why.startswith("needs local data")]
+        if no_data and not malicious:
+            # a configured check could not run: the model is not verified (fail closed)
+            verified, malicious = False, True
+            findings.append(
+                Finding(
+                    "guard.unverifiable",
+                    "-",
+                    math.nan,
+                    math.nan,
+                    f"cannot verify: {', '.join(no_data)} need local data and none was given "
+                    "(configure only data-free detectors to run without data)",
+                )
+            )
         score = max((p["score"] for p in per.values()), default=0.0)
+        if not verified:
+            score = math.inf
         return Verdict(
             malicious,
             score,
@@ -144,7 +183,7 @@ class Guard:
             findings,
             "guard[" + ",".join(ran) + "]",
             verified,
-            {"detectors": per},
+            {"detectors": per, "ran": ran, "skipped": skipped},
         )
 
     def allows(self, verdict: Verdict) -> bool:
@@ -174,17 +213,39 @@ class Guard:
         return guard
 
 
-def _sanity(received) -> tuple[str, dict[str, float]]:
-    """Why ``received`` cannot be verified at all ('' if it is a finite name->tensor map),
-    and the largest magnitude of each floating entry (one pass, shared with detectors)."""
+def _is_empty(data) -> bool:
+    try:
+        return len(data) == 0
+    except TypeError:
+        return False
+
+
+def _sanity(received, max_bytes: int, max_entries: int) -> tuple[str, dict[str, float]]:
+    """Why ``received`` cannot be verified at all ('' if it is a finite name->tensor map of
+    dense tensors holding at most ``max_bytes``), and the largest magnitude of each floating
+    entry (one pass, shared with detectors). Sizes are checked before any value is read."""
     if not isinstance(received, Mapping):
         return f"expected a mapping of names to tensors, got {type(received).__name__}", {}
-    peaks: dict[str, float] = {}
+    if len(received) > max_entries:
+        return f"the received state names {len(received)} tensors (at most {max_entries})", {}
+    total = 0
     for k, v in received.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             return f"entry {k!r} is a {type(v).__name__}, not a named tensor", {}
-        if v.is_complex() or v.is_sparse or v.is_quantized:
+        if v.is_complex() or v.layout != torch.strided or v.is_quantized:
             return f"{k} has an unsupported tensor type ({v.dtype}, {v.layout})", {}
+        bad = view_problem(v)
+        if bad:
+            return f"{k} {bad}", {}
+        total += v.numel() * v.element_size()
+        if total > max_bytes:
+            return (
+                f"the received state holds more than {max_bytes} bytes "
+                f"({LIMIT_FACTOR} x the client's model)",
+                {},
+            )
+    peaks: dict[str, float] = {}
+    for k, v in received.items():
         if v.is_floating_point() and v.numel():
             peaks[k] = peak_abs(v)
             if not math.isfinite(peaks[k]):

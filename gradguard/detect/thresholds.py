@@ -10,7 +10,11 @@ above the calibrated value. No value was tuned on attacks.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
+
+from gradguard.errors import GradguardError
 
 DEFAULTS: dict[str, float] = {
     # architecture: largest |value| a float entry may hold before the model is unverifiable
@@ -36,8 +40,48 @@ DIRAC_RATIO = 1.0  # a filter whose largest entry outweighs all the others toget
 DUPLICATE_COSINE = 0.999
 
 
+# An override must be finite and lie in (0, MAX_RATIO x default]: far above it a detector
+# never flags (NaN, inf, 1e300 all disarm it). Lower values only make a detector stricter.
+MAX_RATIO = 100.0
+
+
+class ConfigError(GradguardError, ValueError):
+    """An invalid Guard configuration: refused loudly, never silently disarming a check."""
+
+
+def validate(overrides: Mapping[str, float] | None) -> dict[str, float]:
+    """``overrides`` as floats, or :class:`ConfigError` naming the first bad entry.
+
+    Keys must be in :data:`DEFAULTS` (whatever detectors registered there); each value must be
+    a finite number with ``0 < value <= MAX_RATIO x default``.
+    """
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(
+            f"thresholds must be a mapping of 'detector.key' to numbers, "
+            f"got {type(overrides).__name__}"
+        )
+    out: dict[str, float] = {}
+    for key, value in overrides.items():
+        if key not in DEFAULTS:
+            raise ConfigError(f"unknown threshold {key!r}; valid: {', '.join(sorted(DEFAULTS))}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"threshold {key}={value!r} is not a number")
+        v = float(value)
+        top = MAX_RATIO * DEFAULTS[key]
+        if not math.isfinite(v) or not 0 < v <= top:
+            raise ConfigError(
+                f"threshold {key}={value!r} would disarm the check: it must be finite, "
+                f"> 0 and <= {top:g} ({MAX_RATIO:g} x the calibrated {DEFAULTS[key]:g})"
+            )
+        out[key] = v
+    return out
+
+
 def resolve(detector: str, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
-    """The thresholds of ``detector`` (keys without the prefix), overrides applied."""
+    """The thresholds of ``detector`` (keys without the prefix), overrides validated and
+    applied (:class:`ConfigError` on an unknown key or a disarming value)."""
     prefix = detector + "."
-    merged = {**DEFAULTS, **(overrides or {})}
+    merged = {**DEFAULTS, **validate(overrides)}
     return {k[len(prefix) :]: float(v) for k, v in merged.items() if k.startswith(prefix)}

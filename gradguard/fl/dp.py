@@ -9,6 +9,7 @@ updates is sqrt(n) times that of central DP-FedAvg with the same multiplier).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,10 +24,14 @@ class ClientDP:
     noise_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (self.clip > 0) or not (self.noise_multiplier >= 0):
+        ok = all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in (self.clip, self.noise_multiplier)
+        )
+        if not ok or not self.clip > 0 or not self.noise_multiplier >= 0:
             raise GradguardError(
-                f"DP needs clip > 0 and noise >= 0 (got clip={self.clip}, "
-                f"noise={self.noise_multiplier})"
+                f"DP needs a finite clip > 0 and a finite noise multiplier >= 0 (got "
+                f"clip={self.clip!r}, noise={self.noise_multiplier!r})"
             )
 
 
@@ -38,6 +43,7 @@ def clip_flat(flat: torch.Tensor, clip: float) -> torch.Tensor:
 def privatize(update: Update, dp: ClientDP, generator: torch.Generator) -> Update:
     """The update as a clipped, noised delta."""
     delta = update.as_delta()
+    # a non-finite update stays non-finite here; every aggregator rejects it (logged)
     flat = clip_flat(torch.cat([v.flatten().float() for v in delta.values()]), dp.clip)
     if dp.noise_multiplier > 0:
         flat = flat + torch.randn(flat.shape, generator=generator) * dp.noise_multiplier * dp.clip

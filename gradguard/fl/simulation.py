@@ -7,6 +7,8 @@ individual updates, or only their sum under secure aggregation.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,11 +19,13 @@ from torch import nn
 from gradguard.data import Dataset
 from gradguard.errors import GradguardError
 from gradguard.fl import secure
-from gradguard.fl.aggregate import AGGREGATORS, aggregate
+from gradguard.fl.aggregate import AGGREGATORS, aggregate, finite_rows
 from gradguard.fl.client import Client, LocalTraining
 from gradguard.fl.dp import ClientDP
 from gradguard.fl.update import Update, float_state, unflatten
 from gradguard.metrics import accuracy
+
+log = logging.getLogger("gradguard.fl")
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,10 @@ class FederationConfig:
                 f"secure aggregation reveals only the sum, so it admits only "
                 f"the mean aggregator (got {self.aggregator!r})"
             )
-        if not (self.server_lr > 0):
-            raise GradguardError(f"server lr must be > 0 (got {self.server_lr})")
+        if not (math.isfinite(self.server_lr) and self.server_lr > 0):
+            raise GradguardError(f"server lr must be finite and > 0 (got {self.server_lr})")
+        if self.dp is not None and not isinstance(self.dp, ClientDP):
+            raise GradguardError(f"dp must be a ClientDP, got {type(self.dp).__name__}")
 
 
 @dataclass
@@ -227,6 +233,13 @@ class Federation:
                 )
         weights = torch.tensor([float(u.num_examples) for u in updates], dtype=torch.float64)
         vectors = [u.flat(self._keys) for u in updates]
+        # non-finite updates are rejected (logged) before any rule ranks, trims or sums them
+        ok = finite_rows(torch.stack(vectors), [u.client_id for u in updates]).tolist()
+        if not any(ok):
+            raise GradguardError("every update of the round holds non-finite values")
+        updates = [u for u, k in zip(updates, ok, strict=True) if k]
+        vectors = [v for v, k in zip(vectors, ok, strict=True) if k]
+        weights = weights[torch.tensor(ok)]
         if self.config.secure_aggregation:
             ids = [u.client_id for u in updates]
             weighted = [(w * v.double()) for w, v in zip(weights, vectors, strict=True)]

@@ -85,3 +85,43 @@ def test_dp_clips_to_c_and_adds_noise():
     assert float(out.values["a"][0]) < 0  # a gradient's delta points downhill
     with pytest.raises(GradguardError):
         ClientDP(clip=0.0)
+
+
+@pytest.mark.parametrize("name", ["mean", "krum", "multikrum", "median", "trimmed"])
+def test_non_finite_updates_are_rejected_with_a_logged_reason(name, caplog):
+    _, v, w = _planted(n_honest=9, n_bad=0)
+    clean = aggregate(name, v[1:], w[1:], 1)
+    for bad in (float("nan"), float("inf")):
+        poisoned = v.clone()
+        poisoned[0, 3] = bad  # one coordinate of one update of 9
+        with caplog.at_level("WARNING", logger="gradguard.fl"):
+            out = aggregate(name, poisoned, w, 1)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, clean)
+        assert "non-finite" in caplog.text
+    with pytest.raises(GradguardError, match="non-finite"):
+        aggregate(name, torch.full((3, 4), float("nan")), torch.ones(3), 0)
+    with pytest.raises(GradguardError, match="weights"):
+        aggregate(name, v, torch.full_like(w, float("nan")), 0)
+
+
+def test_secure_sum_fits_its_scale_or_refuses():
+    big = [torch.tensor([1e12, -3e11], dtype=torch.float64)] * 3
+    torch.testing.assert_close(secure_sum(big, [0, 1, 2], 1), 3 * big[0], rtol=1e-12, atol=0)
+    tiny = [torch.tensor([1e-9, 3e-12], dtype=torch.float64)] * 3
+    torch.testing.assert_close(secure_sum(tiny, [0, 1, 2], 1), 3 * tiny[0], rtol=1e-9, atol=0)
+    # at a fixed scale the same sums are errors, never a silent wrap or a lost value
+    with pytest.raises(GradguardError, match="range"):
+        secure_sum(big, [0, 1, 2], 1, bits=20)
+    with pytest.raises(GradguardError, match="precision"):
+        secure_sum(tiny, [0, 1, 2], 1, bits=20)
+    with pytest.raises(GradguardError, match="not finite"):
+        secure_sum([torch.tensor([float("nan")])] * 2, [0, 1], 1)
+
+
+@pytest.mark.parametrize(
+    "clip, noise", [(float("inf"), 1.0), (float("nan"), 1.0), (1.0, float("inf")), (1.0, -1.0)]
+)
+def test_dp_settings_must_be_finite(clip, noise):
+    with pytest.raises(GradguardError, match="finite"):
+        ClientDP(clip, noise)

@@ -145,3 +145,29 @@ def test_dp_federation_and_config_errors(digits):
     ]:
         with pytest.raises(GradguardError, match=word):
             FederationConfig(**kw)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"aggregator": "krum", "byzantine": 1}, {"aggregator": "mean"}, {"secure_aggregation": True}],
+)
+def test_a_nan_update_never_reaches_the_global_model(digits, kw, caplog):
+    def nan_poison(update):
+        values = {k: v.clone() for k, v in update.as_delta().items()}
+        next(iter(values.values())).view(-1)[0] = float("nan")
+        return type(update)(
+            values,
+            update.num_examples,
+            update.local_steps,
+            update.lr,
+            "delta",
+            update.client_id,
+            update.metrics,
+        )
+
+    fed = _fed(digits, FederationConfig(rounds=1, training=LOCAL, **kw))
+    fed.clients[2].poison = nan_poison
+    with caplog.at_level("WARNING", logger="gradguard.fl"):
+        fed.run(progress=False)
+    assert all(torch.isfinite(v).all() for v in fed.model.state_dict().values())
+    assert "client 2" in caplog.text and "non-finite" in caplog.text
