@@ -145,6 +145,8 @@ def test_a_disarming_run_config_still_abstains_on_an_imprint_model(models, run_c
     # the honest model still passes under the same run config: nothing was broken
     reply, handler = run_mod(mod, honest.state_dict(), run_config=run_config)
     assert handler.calls == 1 and not reply.has_error()
+    ignored = reply.content["metrics"]["gradguard-ignored"]
+    assert (ignored > 0) == any(k.startswith("guard-") for k in run_config)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ read from ``Context.node_config``). The run config is written on the server's si
 ``warn`` -> ``abstain``); a request that would loosen them is ignored with a logged warning.
 
 Accepted rounds add the verdict to the reply's metrics (``gradguard-score``,
-``gradguard-flagged``, ``gradguard-ms``). The last accepted model is kept in
+``gradguard-flagged``, ``gradguard-ms``, and ``gradguard-ignored``: how many of the run
+config's guard requests the client ignored). The last accepted model is kept in
 ``Context.state`` (per client, across rounds) and given to the Guard as history.
 """
 
@@ -196,13 +197,15 @@ class GuardMod:
         self.enabled = enabled
         self.guard_factory = guard_factory or _default_guard
         self._guards: dict[tuple[int, int, str], Any] = {}  # (run, node, settings) -> Guard
+        self._ignored: dict[tuple[int, int, str], int] = {}  # run-config requests ignored
 
     def settings(self, ctx: Context) -> tuple[dict[str, Any], list[str]]:
         """GuardConfig keyword arguments for this node and run, and the run config's
         requests that were ignored."""
         return tighten(client_settings(self.config, ctx.node_config), ctx.run_config)
 
-    def _guard(self, ctx: Context, msg: Message) -> Any:
+    def _guard(self, ctx: Context, msg: Message) -> tuple[Any, int]:
+        """The Guard for this run and node, and how many run-config requests it ignored."""
         kw, ignored = self.settings(ctx)
         key = (msg.metadata.run_id, ctx.node_id, repr(sorted(kw.items())))
         if key not in self._guards:
@@ -211,9 +214,12 @@ class GuardMod:
             data = self.data(ctx) if self.data is not None else None
             guard = self.guard_factory(kw, self.template(ctx), data)
             while len(self._guards) >= _MAX_CACHED_GUARDS:
-                self._guards.pop(next(iter(self._guards)))
+                old = next(iter(self._guards))
+                self._guards.pop(old)
+                self._ignored.pop(old, None)
             self._guards[key] = guard
-        return self._guards[key]
+            self._ignored[key] = len(ignored)
+        return self._guards[key], self._ignored[key]
 
     def __call__(self, msg: Message, ctx: Context, call_next: CallNext) -> Message:
         try:
@@ -230,7 +236,7 @@ class GuardMod:
         if not records:
             return _checked_reply(msg, ctx, call_next)
         try:
-            guard = self._guard(ctx, msg)
+            guard, ignored = self._guard(ctx, msg)
         except Exception as e:  # noqa: BLE001 - bad settings or a failing template/data fn
             return abstain(msg, ctx, f"the guard could not be set up: {type(e).__name__}: {e}")
         previous = (
@@ -265,6 +271,7 @@ class GuardMod:
             metrics["gradguard-score"] = float(max(v.score for v in verdicts))
             metrics["gradguard-flagged"] = int(any(v.malicious for v in verdicts))
             metrics["gradguard-ms"] = float(sum(v.elapsed_s for v in verdicts)) * 1000.0
+            metrics["gradguard-ignored"] = ignored
         return reply
 
     def _active(self, ctx: Context) -> bool:
