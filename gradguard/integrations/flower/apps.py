@@ -170,6 +170,7 @@ def server_app(
         cfg = dict(ctx.run_config)
         sc = scenario or Scenario.from_run_config(cfg)
         attack_on = attacked if attacked is not None else bool(cfg.get("attacked", True))
+        # Only the label of the server's report: each client decides whether it is guarded.
         guard_spec = guarded if guarded is not None else cfg.get("guarded", "none")
         setup = build(sc)
         partition_of = discover_partitions(grid, sc.clients)

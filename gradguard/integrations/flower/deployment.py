@@ -298,9 +298,10 @@ class LocalDeployment:
     def pids(self) -> list[int]:
         """Every live process of this deployment: the children, their process groups, their
         descendants and whatever carries the deployment's token (reparented ones too)."""
-        groups = {p.pid for p in self.procs.values()}
+        procs = list(self.procs.values())
+        groups = {p.pid for p in procs}
         found = set(reaper.marked(self.token))
-        for proc in self.procs.values():
+        for proc in procs:
             found.add(proc.pid)
             found.update(_descendants(proc.pid))
         for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -313,19 +314,21 @@ class LocalDeployment:
         found.discard(os.getpid())
         return sorted(p for p in found if reaper.alive(p))
 
-    def stop(self) -> list[int]:
-        """Stop every process of this deployment (SIGTERM, then SIGKILL after 5 s) and the
-        watchdog. Idempotent. Returns the PIDs that survived (none, unless unkillable)."""
+    def stop(self, grace: float = 2.0) -> list[int]:
+        """Stop every process of this deployment (SIGTERM, then SIGKILL after ``grace``
+        seconds: Flower's ServerApp runner waits on its dead SuperLink) and the watchdog.
+        Idempotent. Returns the PIDs that survived (none, unless unkillable)."""
         with self._lock:
             if self._stopping:
                 return []
             self._stopping = True
             try:
-                for proc in self.procs.values():  # whole groups first, then the stragglers
+                procs = list(self.procs.values())
+                for proc in procs:  # whole groups first, then the stragglers
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(proc.pid, signal.SIGTERM)
-                left = reaper.end(self.token, tuple(self.pids()), grace=5.0)
-                for proc in self.procs.values():
+                left = reaper.end(self.token, tuple(self.pids()), grace=grace)
+                for proc in procs:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         proc.wait(timeout=2)
                 if left:
@@ -357,7 +360,7 @@ class LocalDeployment:
         )
 
     def _dead_node(self) -> str:
-        for name, proc in self.procs.items():
+        for name, proc in list(self.procs.items()):
             if name.startswith(("superlink", "supernode")) and proc.poll() is not None:
                 return f"{name} (pid {proc.pid}) exited with code {proc.returncode}"
         return ""

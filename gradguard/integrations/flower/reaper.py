@@ -47,7 +47,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def end(token: str, extra: tuple[int, ...] = (), grace: float = 5.0) -> list[int]:
+def end(token: str, extra: tuple[int, ...] = (), grace: float = 2.0) -> list[int]:
     """SIGTERM every process carrying ``token`` (and ``extra`` PIDs), SIGKILL what is left
     after ``grace`` seconds; processes spawned meanwhile are caught by the rescans. Returns
     the PIDs still running at the end (none, unless a process cannot be killed)."""
