@@ -35,7 +35,7 @@ DISARM = {
     "guard-thresholds": ",".join(f"{k}=inf" for k in DEFAULTS),
     "guarded": "none",
 }
-LONG_RUN = Scenario(clients=2, rounds=200, attack_rounds=(), epochs=1)
+LONG_RUN = Scenario(clients=2, rounds=200, attack_rounds=(), epochs=1, train_limit=600, aux_size=64)
 
 
 def test_deployment_engine_guard_holds_against_a_disarming_run_config(tmp_path):
@@ -116,7 +116,8 @@ from gradguard.scenario import Scenario
 work = Path(sys.argv[1])
 with LocalDeployment(2, workdir=work, guarded=False) as d:
     (work / "token").write_text(d.token)
-    d.run(Scenario(clients=2, rounds=200, attack_rounds=(), epochs=1), attacked=False, timeout=600)
+    sc = Scenario(clients=2, rounds=200, attack_rounds=(), epochs=1, train_limit=600, aux_size=64)
+    d.run(sc, attacked=False, timeout=600)
 """
 
 
