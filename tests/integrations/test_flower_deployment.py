@@ -91,6 +91,7 @@ def test_killed_supernode_ends_the_run_and_leaves_no_process(tmp_path):
 
     def kill_when_running():
         if _wait(lambda: _running_apps(deployment.token), 240):
+            killed["before"] = len(reaper.marked(deployment.token))
             os.kill(deployment.procs["supernode-1"].pid, signal.SIGKILL)
             killed["at"] = time.monotonic()
 
@@ -101,7 +102,10 @@ def test_killed_supernode_ends_the_run_and_leaves_no_process(tmp_path):
                 deployment.run(LONG_RUN, attacked=False, timeout=400)
             ended = time.monotonic() - killed["at"]
         left = reaper.marked(deployment.token)
-        print(f"\nkilled SuperNode: run ended {ended:.1f} s after the kill; {len(left)} left")
+        print(
+            f"\nkilled SuperNode: {killed['before']} processes; run ended {ended:.1f} s after "
+            f"the kill; {len(left)} left"
+        )
         assert left == []
     finally:
         reaper.end(deployment.token)
