@@ -299,7 +299,9 @@ class LocalDeployment:
         """Every live process of this deployment: the children, their process groups, their
         descendants and whatever carries the deployment's token (reparented ones too)."""
         procs = list(self.procs.values())
-        groups = {p.pid for p in procs}
+        # A group whose leader we have not reaped is certainly ours (its ID cannot be
+        # reused); members of the others still carry the token.
+        groups = {p.pid for p in procs if p.poll() is None}
         found = set(reaper.marked(self.token))
         for proc in procs:
             found.add(proc.pid)
@@ -325,8 +327,9 @@ class LocalDeployment:
             try:
                 procs = list(self.procs.values())
                 for proc in procs:  # whole groups first, then the stragglers
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, signal.SIGTERM)
+                    if proc.poll() is None:  # leader not reaped: the group ID is ours
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(proc.pid, signal.SIGTERM)
                 left = reaper.end(self.token, tuple(self.pids()), grace=grace)
                 for proc in procs:
                     with contextlib.suppress(subprocess.TimeoutExpired):

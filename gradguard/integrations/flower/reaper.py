@@ -47,15 +47,28 @@ def alive(pid: int) -> bool:
         return False
 
 
+def started(pid: int) -> str:
+    """The start time of ``pid`` (clock ticks since boot; '' if gone): a PID with another
+    start time is another process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def end(token: str, extra: tuple[int, ...] = (), grace: float = 2.0) -> list[int]:
-    """SIGTERM every process carrying ``token`` (and ``extra`` PIDs), SIGKILL what is left
-    after ``grace`` seconds; processes spawned meanwhile are caught by the rescans. Returns
-    the PIDs still running at the end (none, unless a process cannot be killed)."""
+    """SIGTERM every process carrying ``token`` (and the ``extra`` PIDs, for as long as they
+    are the processes they were when called), SIGKILL what is left after ``grace`` seconds;
+    processes spawned meanwhile are caught by the rescans. Returns the PIDs still running
+    at the end (none, unless a process cannot be killed)."""
     deadline = time.monotonic() + grace
     signalled: set[int] = set()
     sig = signal.SIGTERM
+    identity = {pid: started(pid) for pid in extra}
     while True:
-        pids = [p for p in {*marked(token), *extra} if alive(p)]
+        same = [p for p, t in identity.items() if t and started(p) == t]
+        pids = [p for p in {*marked(token), *same} if alive(p)]
         if not pids:
             return []
         if time.monotonic() > deadline:
