@@ -2,14 +2,19 @@
 
 Both sides rebuild the same :class:`~gradguard.scenario.Scenario` (given to the factory, or
 read from the Flower run config), so a client's partition and the server's view of it agree.
-Clients train with :func:`gradguard.fl.local_update`; the clients named by the run config's
-``guarded`` key (``all``, ``none`` or partition ids ``0,2``) run :func:`guard_mod`. The server
+Clients train with :func:`gradguard.fl.local_update` behind :class:`GuardMod`. The server
 runs :class:`MaliciousFedAvg`, attacking only when ``attacked`` is true.
 
+Whether a client runs the guard is the client's decision, never the server's: the
+``guarded`` argument of :func:`client_app` (client-side code), else the node config's
+``guarded`` key (``flower-supernode --node-config "guarded=false"``), else on. The guard's
+settings follow :mod:`gradguard.integrations.flower.mod`: the scenario given in code and the
+node config; the run config's ``guard-*`` keys may only tighten them.
+
 ``client`` and ``server`` at the bottom are the components ``flwr run`` loads
-(``gradguard.integrations.flower.apps:client`` / ``:server``); they read everything from the
-run config. A ``results-path`` run-config key makes the server write its
-:func:`~gradguard.scenario.result_to_dict` there as JSON.
+(``gradguard.integrations.flower.apps:client`` / ``:server``); they read the task (data,
+model, training, attack) from the run config. A ``results-path`` run-config key makes the
+server write its :func:`~gradguard.scenario.result_to_dict` there as JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from gradguard.errors import GradguardError
 from gradguard.fl import local_update
 from gradguard.integrations.flower.mod import GuardMod, arrays_to_state
 from gradguard.integrations.flower.strategy import MaliciousFedAvg, discover_partitions
@@ -57,16 +63,21 @@ def _partition(ctx: Context) -> int:
 def client_app(
     scenario: Scenario | None = None, guarded: bool | str | list[int] | None = None
 ) -> ClientApp:
-    """A ClientApp for ``scenario`` (None: from the run config); ``guarded`` overrides the
-    run config's ``guarded`` key."""
+    """A ClientApp for ``scenario`` (None: the task from the run config, the guard settings
+    from the node config). ``guarded`` (``True``/``"all"``, ``False``/``"none"`` or
+    partition ids) picks the guarded partitions in code; None: the node config's
+    ``guarded`` key, else on."""
 
     def scenario_of(ctx: Context) -> Scenario:
-        return scenario or Scenario.from_run_config(ctx.run_config)
+        if scenario is not None:
+            return scenario
+        task = {k: v for k, v in ctx.run_config.items() if not k.startswith("guard")}
+        return Scenario.from_run_config(task)
 
     def is_guarded(ctx: Context) -> bool:
-        spec = guarded if guarded is not None else ctx.run_config.get("guarded", "none")
-        sc = scenario_of(ctx)
-        return _partition(ctx) in guarded_clients(spec, sc.clients)
+        if guarded is None:
+            return node_guarded(ctx.node_config)
+        return _partition(ctx) in guarded_clients(guarded, scenario_of(ctx).clients)
 
     def template(ctx: Context) -> torch.nn.Module:
         return copy.deepcopy(_setup(scenario_of(ctx)).model)
@@ -119,6 +130,19 @@ def client_app(
     return app
 
 
+def node_guarded(node_config: dict[str, Any]) -> bool:
+    """The node config's ``guarded`` switch (bool, or true/false/on/off); absent: on."""
+    value = node_config.get("guarded", True)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "on", "yes", "1"):
+        return True
+    if text in ("false", "off", "no", "0"):
+        return False
+    raise GradguardError(f"node config guarded={value!r}: expected true or false")
+
+
 def _guard_defaults(sc: Scenario | None) -> dict[str, Any]:
     if sc is None:
         return {}
@@ -146,6 +170,7 @@ def server_app(
         cfg = dict(ctx.run_config)
         sc = scenario or Scenario.from_run_config(cfg)
         attack_on = attacked if attacked is not None else bool(cfg.get("attacked", True))
+        # Only the label of the server's report: each client decides whether it is guarded.
         guard_spec = guarded if guarded is not None else cfg.get("guarded", "none")
         setup = build(sc)
         partition_of = discover_partitions(grid, sc.clients)

@@ -1,30 +1,44 @@
-"""The guard as a Flower client mod: inspect the global model before the client trains on it.
+"""The guard as a Flower client mod: inspect every received model before a handler uses it.
 
-``ClientApp(mods=[guard_mod(template_fn, data_fn)])`` runs gradguard's Guard on the arrays of
-every incoming train message. When the model is flagged (or cannot be verified: the Guard
-fails closed) the client abstains: the mod replies with an ``Error``
-(``ErrorCode.MOD_FAILED_PRECONDITION``) whose reason carries the verdict's summary, the train
-handler never runs, and the server's strategy counts one failure and goes on. On accepted
-rounds the verdict is added to the reply's metrics (``gradguard-score``,
-``gradguard-flagged``, ``gradguard-ms``). The last accepted model is kept in
+``ClientApp(mods=[guard_mod(template, data)])`` runs gradguard's Guard on every ArrayRecord
+of every incoming message (train, evaluate, query, and subtypes such as ``train.custom``)
+before the handler touches the client's private data. Messages without arrays pass through.
+When a model is flagged, or cannot be verified, or anything at all goes wrong (bad settings,
+a template or data function that raises, a message carrying an Error), the client abstains:
+the mod replies ``Error(ErrorCode.MOD_FAILED_PRECONDITION, reason="gradguard abstained: ...")``,
+the handler never runs, and the server's strategy counts one failure and goes on. The mod
+itself never raises.
+
+Settings belong to the client (seed 000, section 3: the server is the adversary). They come
+from the arguments of :func:`guard_mod` (the client's code), overridden per node by the
+operator's node configuration (``flower-supernode --node-config "guard-policy='abstain'"``,
+read from ``Context.node_config``). The run config is written on the server's side: its
+``guard-*`` keys may only tighten the client's settings (add detectors, lower thresholds,
+``warn`` -> ``abstain``); a request that would loosen them is ignored with a logged warning.
+
+Accepted rounds add the verdict to the reply's metrics (``gradguard-score``,
+``gradguard-flagged``, ``gradguard-ms``, and ``gradguard-ignored``: how many of the run
+config's guard requests the client ignored). The last accepted model is kept in
 ``Context.state`` (per client, across rounds) and given to the Guard as history.
-
-The run config can change the guard at call time: ``guard-policy`` (abstain | warn),
-``guard-detectors`` (comma-separated names) and ``guard-thresholds`` (``name=value,...``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord
+from flwr.app.message.message import make_message
+from flwr.app.metadata import Metadata
 from flwr.common.constant import ErrorCode
 from torch import nn
 
 from gradguard.data import Dataset
+from gradguard.errors import GradguardError
 
 log = logging.getLogger("gradguard.flower")
 
@@ -32,37 +46,142 @@ STATE_PREVIOUS = "gradguard-previous"  # ArrayRecord: the last model this client
 STATE_STATS = "gradguard-stats"  # MetricRecord: checked / abstained counts
 REASON_PREFIX = "gradguard abstained"
 
+# Keys read from the node config (the operator's, authoritative) and from the run config
+# (the server's, tighten-only).
+KEY_POLICY = "guard-policy"
+KEY_DETECTORS = "guard-detectors"
+KEY_THRESHOLDS = "guard-thresholds"
+GUARD_KEYS = (KEY_POLICY, KEY_DETECTORS, KEY_THRESHOLDS)
+POLICIES = ("abstain", "warn")
+_MAX_CACHED_GUARDS = 4
+
 TemplateFn = Callable[[Context], nn.Module]
 DataFn = Callable[[Context], Dataset | None]
+CallNext = Callable[[Message, Context], Message]
 
 
 def arrays_to_state(record: ArrayRecord) -> dict[str, torch.Tensor]:
     """Tensors from a received ArrayRecord (NumPy arrays, loaded without pickle)."""
-    return {k: torch.from_numpy(record[k].numpy().copy()) for k in record}
+    out = {}
+    for k in record:
+        a = record[k].numpy()
+        out[k] = torch.from_numpy(a if a.flags.writeable else a.copy())
+    return out
 
 
-def guard_config_from_run(
-    run_config: dict[str, Any], base: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """GuardConfig keyword arguments: ``base`` overridden by the run config's guard keys."""
-    kw = dict(base or {})
-    if str(run_config.get("guard-policy", "")).strip():
-        kw["policy"] = str(run_config["guard-policy"]).strip()
-    detectors = str(run_config.get("guard-detectors", "")).strip()
-    if detectors:
-        kw["detectors"] = tuple(d.strip() for d in detectors.split(",") if d.strip())
-    thresholds = str(run_config.get("guard-thresholds", "")).strip()
-    if thresholds:
-        parsed = {}
-        for pair in thresholds.split(","):
-            key, _, value = pair.partition("=")
-            parsed[key.strip()] = float(value)
-        kw["thresholds"] = {**kw.get("thresholds", {}), **parsed}
+def parse_guard_keys(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """GuardConfig keyword arguments from the ``guard-*`` keys of a Flower config.
+
+    Raises :class:`GradguardError` naming ``source`` on a value that cannot be parsed.
+    """
+    kw: dict[str, Any] = {}
+    if KEY_POLICY in config:
+        policy = str(config[KEY_POLICY]).strip()
+        if policy not in POLICIES:
+            raise GradguardError(f"{source} {KEY_POLICY}={policy!r}: expected abstain or warn")
+        kw["policy"] = policy
+    if KEY_DETECTORS in config:
+        kw["detectors"] = tuple(
+            d.strip() for d in str(config[KEY_DETECTORS]).split(",") if d.strip()
+        )
+    if KEY_THRESHOLDS in config:
+        thresholds: dict[str, float] = {}
+        for pair in str(config[KEY_THRESHOLDS]).split(","):
+            if not pair.strip():
+                continue
+            key, sep, value = pair.partition("=")
+            try:
+                if not sep:
+                    raise ValueError
+                thresholds[key.strip()] = float(value)
+            except ValueError:
+                raise GradguardError(
+                    f"{source} {KEY_THRESHOLDS}: expected detector.key=number, got {pair!r}"
+                ) from None
+        kw["thresholds"] = thresholds
     return kw
 
 
+def client_settings(base: Mapping[str, Any], node_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The client's own settings: ``base`` (its code) overridden by its node config.
+
+    Thresholds merge key by key; policy and detectors replace. Raises on invalid values:
+    a node the operator misconfigured abstains rather than guessing.
+    """
+    kw = dict(base)
+    node = parse_guard_keys(node_config, "node config")
+    if "thresholds" in node:
+        node["thresholds"] = {**dict(kw.get("thresholds", {})), **node["thresholds"]}
+    kw.update(node)
+    return kw
+
+
+def tighten(own: Mapping[str, Any], run_config: Mapping[str, Any]) -> tuple[dict, list[str]]:
+    """Apply the run config's ``guard-*`` requests to ``own`` where they add checking.
+
+    A run may switch ``warn`` to ``abstain``, add registered detectors, and lower a known
+    threshold to a smaller positive finite number. Everything else (``warn``, dropping
+    detectors, raising or non-finite thresholds, unknown names, unparsable values) is
+    ignored, never applied. Returns the settings and one line per ignored request.
+    """
+    from gradguard.detect import DETECTORS, GuardConfig
+    from gradguard.detect.thresholds import DEFAULTS
+
+    kw = dict(own)
+    ignored: list[str] = []
+    if not any(k in run_config for k in GUARD_KEYS):
+        return kw, ignored
+    policy = kw.get("policy", GuardConfig.policy)
+    if KEY_POLICY in run_config:
+        asked = str(run_config[KEY_POLICY]).strip()
+        if asked == "abstain":
+            kw["policy"] = "abstain"
+        elif asked != policy:
+            ignored.append(f"{KEY_POLICY}={asked!r} (the client's policy is {policy!r})")
+    detectors = tuple(kw.get("detectors", GuardConfig().detectors))
+    if KEY_DETECTORS in run_config:
+        asked_list = [d.strip() for d in str(run_config[KEY_DETECTORS]).split(",")]
+        added = tuple(d for d in asked_list if d in DETECTORS and d not in detectors)
+        unknown = [d for d in asked_list if d and d not in DETECTORS]
+        dropped = [d for d in detectors if d not in asked_list]
+        if added:
+            kw["detectors"] = detectors + added
+        if unknown:
+            ignored.append(f"{KEY_DETECTORS}: unknown {', '.join(map(repr, unknown))}")
+        if dropped:
+            ignored.append(f"{KEY_DETECTORS}: a run cannot remove {', '.join(dropped)}")
+    if KEY_THRESHOLDS in run_config:
+        current = {**DEFAULTS, **dict(kw.get("thresholds", {}))}
+        lowered: dict[str, float] = {}
+        for pair in str(run_config[KEY_THRESHOLDS]).split(","):
+            if not pair.strip():
+                continue
+            key, _, text = pair.partition("=")
+            key = key.strip()
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if key not in DEFAULTS:
+                ignored.append(f"{KEY_THRESHOLDS}: unknown key {key!r}")
+            elif not (math.isfinite(value) and 0 < value < current[key]):
+                ignored.append(
+                    f"{KEY_THRESHOLDS}: {key}={text.strip()!r} does not lower {current[key]:g}"
+                )
+            else:
+                lowered[key] = value
+        if lowered:
+            kw["thresholds"] = {**dict(kw.get("thresholds", {})), **lowered}
+    return kw, ignored
+
+
 class GuardMod:
-    """A Flower mod ``(msg, ctx, call_next) -> Message``; build it with :func:`guard_mod`."""
+    """A Flower mod ``(msg, ctx, call_next) -> Message``; build it with :func:`guard_mod`.
+
+    ``config`` holds the client's own GuardConfig keyword arguments; ``enabled`` (a function
+    of the Context, client-side) can switch the guard off for a node; ``guard_factory``
+    builds the Guard from (settings, template, data).
+    """
 
     def __init__(
         self,
@@ -77,74 +196,155 @@ class GuardMod:
         self.config = dict(config or {})
         self.enabled = enabled
         self.guard_factory = guard_factory or _default_guard
-        self._guards: dict[tuple[int, int, str], Any] = {}  # (run, node, config) -> Guard
+        self._guards: dict[tuple[int, int, str], Any] = {}  # (run, node, settings) -> Guard
+        self._ignored: dict[tuple[int, int, str], int] = {}  # run-config requests ignored
 
-    def _guard(self, ctx: Context, msg: Message) -> Any:
-        kw = guard_config_from_run(dict(ctx.run_config), self.config)
+    def settings(self, ctx: Context) -> tuple[dict[str, Any], list[str]]:
+        """GuardConfig keyword arguments for this node and run, and the run config's
+        requests that were ignored."""
+        return tighten(client_settings(self.config, ctx.node_config), ctx.run_config)
+
+    def _guard(self, ctx: Context, msg: Message) -> tuple[Any, int]:
+        """The Guard for this run and node, and how many run-config requests it ignored."""
+        kw, ignored = self.settings(ctx)
         key = (msg.metadata.run_id, ctx.node_id, repr(sorted(kw.items())))
         if key not in self._guards:
+            for line in ignored:
+                log.warning("node %s: ignored the run config's %s", ctx.node_id, line)
             data = self.data(ctx) if self.data is not None else None
-            self._guards[key] = self.guard_factory(kw, self.template(ctx), data)
-        return self._guards[key]
+            guard = self.guard_factory(kw, self.template(ctx), data)
+            while len(self._guards) >= _MAX_CACHED_GUARDS:
+                old = next(iter(self._guards))
+                self._guards.pop(old)
+                self._ignored.pop(old, None)
+            self._guards[key] = guard
+            self._ignored[key] = len(ignored)
+        return self._guards[key], self._ignored[key]
 
-    def __call__(
-        self, msg: Message, ctx: Context, call_next: Callable[[Message, Context], Message]
-    ) -> Message:
-        if msg.metadata.message_type != MessageType.TRAIN:
+    def __call__(self, msg: Message, ctx: Context, call_next: CallNext) -> Message:
+        try:
+            return self._handle(msg, ctx, call_next)
+        except Exception as e:  # noqa: BLE001 - the mod never raises: it abstains
+            return abstain(msg, ctx, f"gradguard could not run: {type(e).__name__}: {e}")
+
+    def _handle(self, msg: Message, ctx: Context, call_next: CallNext) -> Message:
+        if not self._active(ctx):
             return call_next(msg, ctx)
-        if self.enabled is not None and not self.enabled(ctx):
-            return call_next(msg, ctx)
-        guard = self._guard(ctx, msg)
-        records = list(msg.content.array_records.values())
+        if msg.has_error():
+            return abstain(msg, ctx, f"the message carries an error, not content: {msg.error}")
+        records = list(msg.content.array_records.items())
+        if not records:
+            return _checked_reply(msg, ctx, call_next)
+        try:
+            guard, ignored = self._guard(ctx, msg)
+        except Exception as e:  # noqa: BLE001 - bad settings or a failing template/data fn
+            return abstain(msg, ctx, f"the guard could not be set up: {type(e).__name__}: {e}")
         previous = (
             arrays_to_state(ctx.state[STATE_PREVIOUS])
             if STATE_PREVIOUS in ctx.state.array_records
             else None
         )
-        if len(records) != 1:
-            verdict, allowed = None, False
-            summary = f"expected one ArrayRecord in the train message, got {len(records)}"
-        else:
+        verdicts, first = [], None
+        for name, record in records:
             try:
-                received = arrays_to_state(records[0])
-            except Exception as e:  # hostile or malformed arrays: cannot be verified
-                verdict, allowed, summary = None, False, f"unreadable arrays ({e})"
-            else:
-                try:
-                    verdict = guard.check(received, previous=previous)
-                    allowed = bool(guard.allows(verdict))
-                    summary = verdict.summary()
-                except Exception as e:  # the Guard fails closed, even on its own errors
-                    verdict, allowed, summary = None, False, f"guard error ({e})"
-
-        stats = _stats(ctx)
-        stats["checked"] = int(stats["checked"]) + 1
-        if not allowed:
-            stats["abstained"] = int(stats["abstained"]) + 1
-            ctx.state[STATE_STATS] = stats
-            score = f"{verdict.score:.6g}" if verdict is not None else "nan"
-            reason = f"{REASON_PREFIX}: {summary} [score={score}]"
-            log.warning("node %s: %s", ctx.node_id, reason)
-            return Message(
-                Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=msg
-            )
-        log.info("node %s: gradguard accepted the model: %s", ctx.node_id, summary)
-        ctx.state[STATE_STATS] = stats
-        reply = call_next(msg, ctx)
+                received = arrays_to_state(record)
+            except Exception as e:  # noqa: BLE001 - hostile or malformed arrays
+                return abstain(msg, ctx, f"unreadable arrays in {name!r} ({type(e).__name__}: {e})")
+            verdict = guard.check(received, previous=previous)
+            if not guard.allows(verdict):
+                label = f"{name!r}: " if len(records) > 1 else ""
+                return abstain(msg, ctx, f"{label}{verdict.summary()}", verdict.score)
+            verdicts.append(verdict)
+            first = received if first is None else first
+        log.info(
+            "node %s: gradguard accepted the model (%s): %s",
+            ctx.node_id,
+            msg.metadata.message_type,
+            "; ".join(v.summary() for v in verdicts),
+        )
+        _count(ctx, abstained=False)
+        reply = _checked_reply(msg, ctx, call_next)
         if reply.has_error():
             return reply
-        ctx.state[STATE_PREVIOUS] = ArrayRecord(received)
+        ctx.state[STATE_PREVIOUS] = ArrayRecord(first)
         for metrics in reply.content.metric_records.values():
-            metrics["gradguard-score"] = float(verdict.score)
-            metrics["gradguard-flagged"] = int(bool(verdict.malicious))
-            metrics["gradguard-ms"] = float(verdict.elapsed_s) * 1000.0
+            metrics["gradguard-score"] = float(max(v.score for v in verdicts))
+            metrics["gradguard-flagged"] = int(any(v.malicious for v in verdicts))
+            metrics["gradguard-ms"] = float(sum(v.elapsed_s for v in verdicts)) * 1000.0
+            metrics["gradguard-ignored"] = ignored
         return reply
 
+    def _active(self, ctx: Context) -> bool:
+        if self.enabled is None:
+            return True
+        try:
+            return bool(self.enabled(ctx))
+        except Exception as e:  # noqa: BLE001 - cannot tell: stay on (fail closed)
+            log.warning("node %s: cannot tell whether the guard is on (%s); on", ctx.node_id, e)
+            return True
 
-def _stats(ctx: Context) -> MetricRecord:
-    if STATE_STATS in ctx.state.metric_records:
-        return ctx.state[STATE_STATS]
-    return MetricRecord({"checked": 0, "abstained": 0})
+
+def _checked_reply(msg: Message, ctx: Context, call_next: CallNext) -> Message:
+    """The handler's reply, or an abstention where it raised or where its reply would end
+    the server's run (a train reply without an ArrayRecord, anchors: Frameworks)."""
+    try:
+        reply = call_next(msg, ctx)
+    except Exception as e:  # noqa: BLE001
+        return abstain(msg, ctx, f"the handler raised {type(e).__name__}: {e}")
+    if not isinstance(reply, Message):
+        return abstain(msg, ctx, f"the handler returned a {type(reply).__name__}, not a Message")
+    if reply.has_error():
+        return reply
+    category = str(msg.metadata.message_type).split(".", 1)[0]
+    if category == MessageType.TRAIN and not reply.content.array_records:
+        return abstain(msg, ctx, "the handler's train reply carries no ArrayRecord")
+    return reply
+
+
+def abstain(msg: Message, ctx: Context, why: str, score: float = math.nan) -> Message:
+    """The client's abstention: an Error reply whose reason starts with REASON_PREFIX."""
+    reason = f"{REASON_PREFIX}: {why} [score={score:.6g}]"
+    try:
+        log.warning("node %s: %s", ctx.node_id, reason)
+        _count(ctx, abstained=True)
+    except Exception:  # noqa: BLE001, S110 - a broken Context must not stop the reply
+        pass
+    error = Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason)
+    try:
+        return Message(error, reply_to=msg)
+    except Exception:  # noqa: BLE001 - metadata Flower itself would not accept
+        return make_message(_reply_metadata(msg), error=error)
+
+
+def _reply_metadata(msg: Message) -> Metadata:
+    def get(name: str, default: Any) -> Any:
+        try:
+            return getattr(msg.metadata, name)
+        except Exception:  # noqa: BLE001
+            return default
+
+    return Metadata(
+        run_id=int(get("run_id", 0) or 0),
+        message_id="",
+        src_node_id=int(get("dst_node_id", 0) or 0),
+        dst_node_id=int(get("src_node_id", 0) or 0),
+        reply_to_message_id=str(get("message_id", "")),
+        group_id=str(get("group_id", "")),
+        created_at=time.time(),
+        ttl=60.0,
+        message_type=str(get("message_type", "")),
+    )
+
+
+def _count(ctx: Context, abstained: bool) -> None:
+    stats = (
+        ctx.state[STATE_STATS]
+        if STATE_STATS in ctx.state.metric_records
+        else MetricRecord({"checked": 0, "abstained": 0})
+    )
+    stats["checked"] = int(stats["checked"]) + 1
+    stats["abstained"] = int(stats["abstained"]) + int(abstained)
+    ctx.state[STATE_STATS] = stats
 
 
 def _default_guard(kw: dict[str, Any], template: nn.Module, data: Dataset | None) -> Any:
@@ -162,12 +362,13 @@ def guard_mod(
     thresholds: dict[str, float] | None = None,
     enabled: Callable[[Context], bool] | None = None,
 ) -> GuardMod:
-    """A Flower client mod that abstains from training on a tampered global model.
+    """A Flower client mod that abstains from using a tampered global model.
 
     ``template`` is the client's own model (the architecture it expects), or a function of
     the Flower ``Context`` returning it; ``data`` a sample of the client's local data (or a
-    function of the Context), used by data-dependent detectors. ``policy``, ``detectors`` and
-    ``thresholds`` set the Guard's defaults; the run config may override them per run.
+    function of the Context), used by data-dependent detectors. ``policy``, ``detectors``
+    and ``thresholds`` are the client's settings; the node config overrides them per node;
+    the run config may only tighten them.
     """
     config: dict[str, Any] = {}
     if policy is not None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 from gradguard.scenario import RunResult, Scenario
 
@@ -46,11 +49,19 @@ def ray_session(num_cpus: int | None = None, quiet: bool = True) -> Iterator[Non
 
 
 def run_flower(
-    sc: Scenario, *, guarded: bool | str | Iterable[int], attacked: bool, quiet: bool = True
+    sc: Scenario,
+    *,
+    guarded: bool | str | Iterable[int],
+    attacked: bool,
+    quiet: bool = True,
+    run_config: Mapping[str, Any] | None = None,
 ) -> RunResult:
-    """The scenario as a Flower ServerApp + ClientApps in the simulation engine."""
-    from flwr.simulation import run_simulation
+    """The scenario as a Flower ServerApp + ClientApps in the simulation engine.
 
+    ``guarded`` is given to the client app in code (the client's side). ``run_config``,
+    when given, is what the clients' ``Context.run_config`` holds: the server's side, as
+    ``flwr run --run-config`` would set it (its ``guard-*`` keys may only tighten).
+    """
     from gradguard.integrations.flower.apps import client_app, server_app
 
     spec = guarded if isinstance(guarded, bool | str) else ",".join(map(str, guarded))
@@ -62,7 +73,7 @@ def run_flower(
         flwr_logger.setLevel(logging.WARNING)
     try:
         with ray_session(quiet=quiet), warnings_silenced():
-            run_simulation(
+            _simulate(
                 server_app(
                     sc,
                     attacked=attacked,
@@ -70,8 +81,8 @@ def run_flower(
                     sink=lambda result, strategy: box.setdefault("result", result),
                 ),
                 client_app(sc, guarded=spec),
-                num_supernodes=sc.clients,
-                backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+                sc.clients,
+                run_config,
             )
     finally:
         flwr_logger.setLevel(level)
@@ -80,6 +91,33 @@ def run_flower(
     result = box["result"]
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _simulate(server, client, clients: int, run_config: Mapping[str, Any] | None) -> None:
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
+    if run_config is None:
+        from flwr.simulation import run_simulation
+
+        run_simulation(server, client, num_supernodes=clients, backend_config=backend)
+        return
+    # Flower 1.41's Python API gives clients an empty run config; its app-directory path
+    # reads one from the app's pyproject.toml, as `flwr run` does.
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.telemetry import EventType
+
+    from gradguard.integrations.flower.deployment import write_app
+
+    with tempfile.TemporaryDirectory(prefix="gradguard-sim-") as folder:
+        write_app(Path(folder), dict(run_config))
+        _run_simulation(
+            num_supernodes=clients,
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client,
+            server_app=server,
+            backend_config=backend,
+            app_dir=folder,
+            is_app=True,
+        )
 
 
 @contextlib.contextmanager

@@ -182,7 +182,7 @@ class MaliciousFedAvg(FedAvg):
                         bool(metrics.get("gradguard-flagged", 0)),
                         True,
                         float(metrics["gradguard-score"]),
-                        "accepted",
+                        _accepted(metrics),
                         float(metrics.get("gradguard-ms", 0.0)) / 1000,
                     )
                 )
@@ -227,6 +227,11 @@ class MaliciousFedAvg(FedAvg):
     def record_accuracy(self, server_round: int, accuracy: float) -> None:
         if server_round in self.reports:
             self.reports[server_round].accuracy = accuracy
+
+
+def _accepted(metrics: MetricRecord) -> str:
+    ignored = int(metrics.get("gradguard-ignored", 0))
+    return f"accepted; ignored {ignored} run-config guard requests" if ignored else "accepted"
 
 
 def _mean_metrics(rows: list[MetricRecord], weights: list[float]) -> MetricRecord:
