@@ -367,9 +367,9 @@ def to_markdown(raw: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "- **B2** (benign: ~0 in warm-up steps 1-4, largest 9.44 at step 5): largest |Z| over "
         "honest models of rounds >= 10, in steps 1-4 and at step 5 (NaN: not scored).\n",
         "- **B3** (Table 1: linear-layer Z orders of magnitude above benign after one step): "
-        "fished / honest ratio of the linear layers' largest |Z| at the first scored step, "
-        "min over fish rounds; and in how many fish rounds the fished model's max |Z| exceeds "
-        "every honest round's.\n\n",
+        "fished / honest ratio of the linear layers' largest |Z| at the first scored step "
+        "(in brackets), at each fish round; and in how many fish rounds the fished model's "
+        "max |Z| exceeds every honest round's.\n\n",
     ]
     headers = [
         "reading",
@@ -380,7 +380,7 @@ def to_markdown(raw: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "B2 step 5",
     ]
     for a in attacks:
-        headers += [f"B3 {a} linear ratio (step)", f"{a} above all honest"]
+        headers += [f"B3 {a} linear ratio per fish round (step)", f"{a} above all honest"]
     table = []
     for r in rows:
         line = [
@@ -393,9 +393,9 @@ def to_markdown(raw: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         ]
         for a in attacks:
             fs = r["fishing"].get(a, [])
-            ratio = min((x["linear_ratio"] for x in fs), default=NAN)
+            ratios = "/".join(f"{x['linear_ratio']:.3g}" for x in fs) or "-"
             line += [
-                f"{ratio:.3g} ({fs[0]['step'] if fs else '-'})",
+                f"{ratios} ({fs[0]['step'] if fs else '-'})",
                 f"{r['fished_above_all_honest'].get(a, 0)}/{len(fs)}",
             ]
         table.append(line)
