@@ -165,6 +165,7 @@ def plot(result: dict[str, Any], path: str) -> None:
             label=f"{n}: max |Z|",
         )
         ax.axhline(result["thresholds"][n], color=color, ls="--", lw=1, label=f"{n} threshold")
+    ax.axhline(4000, color="grey", ls=":", lw=1, label="seed 000 Fig. 3: honest peak < 4000")
     ax.set_yscale("log")
     ax.set_xlabel("FedAvg round")
     ax.set_ylabel("max |Z| over target layers (log)")
