@@ -85,3 +85,15 @@ def test_feature_fishing_is_flagged_by_warmup_paper_not_by_the_literal_reading(h
     fished, _ = get_attack("fishing-feature").manipulate(copy.deepcopy(m), aux)
     assert verdict("warmup-paper", fished.state_dict(), m, local).malicious
     assert not verdict("warmup", fished.state_dict(), m, local).malicious
+
+
+def test_warmup_paper_flags_parameter_only_imprint_the_literal_reading_does_not(
+    honest, imprinted, digits
+):
+    _, local, aux = digits
+    for name in ("mlp", "convnet"):
+        assert verdict("warmup-paper", imprinted[name].state_dict(), honest[name], local).malicious
+        assert not verdict("warmup", imprinted[name].state_dict(), honest[name], local).malicious
+    # a changed architecture cannot be warmed up: unverifiable (the Guard fails closed)
+    bad, _ = get_attack("imprint-arch", bins=8).manipulate(honest["resnet"], aux)
+    assert not verdict("warmup-paper", bad.state_dict(), honest["resnet"], local).verified
