@@ -37,7 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detectors",
         default=DEFAULT,
-        help=f"comma-separated detectors (default {DEFAULT}; 'all' for every one)",
+        help=f"comma-separated detectors (default {DEFAULT}; 'all' for every one): "
+        "architecture, forensics, transmit-snr, dsnr, warmup (seed 000 s.5 read literally: "
+        "the first step's change / 1e-8), warmup-paper (the reading that best matches the "
+        "paper's reported Z-scores), warmup+ (gradguard's light variant)",
     )
     p.add_argument(
         "--threshold",

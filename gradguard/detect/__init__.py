@@ -18,7 +18,8 @@ DETECTORS: dict[str, str] = {
     "forensics": "gradguard.detect.forensics:Forensics",
     "transmit-snr": "gradguard.detect.filters:TransmitSNR",
     "dsnr": "gradguard.detect.dsnr:DSNR",
-    "warmup": "gradguard.detect.warmup:WarmUp",
+    "warmup": "gradguard.detect.warmup:WarmUp",  # seed 000 s.5 read literally (change / 1e-8)
+    "warmup-paper": "gradguard.detect.warmup_paper:WarmUpPaper",  # the reading matching its numbers
     "warmup+": "gradguard.detect.warmup_plus:WarmUpPlus",
 }
 

@@ -39,6 +39,7 @@ CHECK_TO_KEY = {
     "dsnr": "dsnr.ratio",
     "warmup.z": "warmup.z",
     "warmup+.z": "warmup+.z",
+    "warmup-paper.z": "warmup-paper.z",
 }
 
 # the smallest sensible threshold of each key (anchor or structural minimum)
@@ -54,6 +55,7 @@ FLOORS = {
     "dsnr.ratio": 1.0,
     "warmup.z": 0.0,
     "warmup+.z": 0.0,
+    "warmup-paper.z": 0.0,
 }
 
 MODELS = (

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, float] = {
     # warm-up Z-score (seed 000, section 5): any |Z| above this flags
     "warmup.z": 1.1e8,
     "warmup+.z": 360.0,
+    "warmup-paper.z": 36.6,  # 2 x 18.3, the honest max on calibrate.py's 140 models
 }
 
 # Fixed parameters of the statistics (not decision thresholds).

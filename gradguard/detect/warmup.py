@@ -1,4 +1,5 @@
-"""The warm-up Z-score detector of the seed paper ("Hear No Evil", sections 5.2 and 5.3).
+"""``warmup``: the seed paper's warm-up Z-score detector ("Hear No Evil", sections 5.2, 5.3)
+read literally.
 
 Before training, the client takes ``steps`` (5) SGD steps on ``samples`` (128) random
 local examples, one full batch each. After every step it snapshots, for each target layer,
@@ -10,10 +11,16 @@ the mean, standard deviation and largest magnitude of
 
 The received model's statistics are step 0. After step ``t`` the Z-score of each
 statistic is ``(s_t - mean(s_0..s_{t-1})) / (std(s_0..s_{t-1}) + eps)`` against the history
-so far; the model is flagged if any ``|Z|`` exceeds the threshold. With a history of one
-value the standard deviation is zero, so the first step's Z-score is the change divided by
-``eps``; the paper's benign Z-scores in the thousands (its Fig. 3) reflect this. Every
-statistic and Z-score is kept in ``Verdict.metadata`` (Fig. 3, Table 1).
+so far; the model is flagged if any ``|Z|`` exceeds the threshold. This is the literal
+reading of the paper's text, and it is not what the paper's numbers show: with a history
+of one value the standard deviation is zero, so the first step's Z-score is the change
+divided by ``eps`` = 1e-8. Honest |Z| then reaches 1e4-1e7 and falls as training converges
+(the paper: below 4000 and rising, Fig. 3; near zero in a benign model's first four steps),
+and a threshold with no honest false alarm (1.1e8) passes the fishing models of Table 1.
+:mod:`.warmup_paper` is the reading that best matches the paper's numbers
+(docs/experiments.md). Every statistic is scored here, the last linear layer's mean
+included, although plain SGD cannot move it (:meth:`WarmUp.unscored`). Every statistic and
+Z-score is kept in ``Verdict.metadata`` (Fig. 3, Table 1).
 """
 
 from __future__ import annotations
@@ -97,6 +104,9 @@ class WarmUp:
 
     name = "warmup"
     needs_data = True
+    # The literal reading scores every statistic, the last linear layer's mean included,
+    # although plain SGD on cross-entropy cannot move it (see ``unscored``).
+    skip_softmax_mean = False
 
     def __init__(
         self,
@@ -148,7 +158,7 @@ class WarmUp:
                 if training or hooks:
                     with torch.set_grad_enabled(training):
                         loss = F.cross_entropy(functional_call(model, {**params, **buffers}, x), y)
-                for key, st in target_stats(params, names).items():
+                for key, st in self.param_stats(params, received, names).items():
                     rows.setdefault(key, []).append(st)
                 for key, a in acts.items():
                     rows.setdefault(key, []).append(_stats(a))
@@ -165,6 +175,27 @@ class WarmUp:
             for h in hooks:
                 h.remove()
         return {k: torch.stack(v) for k, v in rows.items()}, losses
+
+    def param_stats(
+        self,
+        params: dict[str, torch.Tensor],
+        received: dict[str, torch.Tensor],
+        names: dict[str, list[str]],
+    ) -> dict[str, torch.Tensor]:
+        """The statistics recorded for the parameter targets at one warm-up step."""
+        return target_stats(params, names)
+
+    @staticmethod
+    def unscored(model: nn.Module) -> set[tuple[str, str]]:
+        """The means of the last linear layer's weight and bias (under every alias).
+
+        The gradient of cross-entropy w.r.t. the logits, ``p - onehot(y)``, sums to zero over
+        classes, so every column of the output layer's weight gradient and its bias gradient
+        sum to zero: plain SGD leaves both means unchanged up to float rounding.
+        """
+        names = target_names(model)
+        last = {names[k][0] for k in ("linear[-1]_weight", "linear[-1]_bias") if k in names}
+        return {(k, "mean") for k, ns in names.items() if len(ns) == 1 and ns[0] in last}
 
     def zscores(self, s: torch.Tensor) -> torch.Tensor:
         """Z-score of step ``t`` (1..T-1) against steps ``0..t-1``, for statistics ``s`` of
@@ -183,6 +214,7 @@ class WarmUp:
             return unverifiable(self.name, reason, start)
         stats, losses = self.profile(received, ctx)
         threshold = self.t["z"]
+        unscored = self.unscored(ctx.template) if self.skip_softmax_mean else set()
         # targets with histories of the same length are scored together
         groups: dict[int, list[str]] = {}
         for key, st in stats.items():
@@ -202,6 +234,7 @@ class WarmUp:
                 peaks += [
                     (v, j, key, i + 1 - (length - self.steps - 1))
                     for j, (v, i) in enumerate(zip(vals, idx, strict=True))
+                    if (key, STATS[j]) not in unscored
                 ]
 
         def finding(value: float, j: int, key: str, step: int) -> Finding:
@@ -227,5 +260,6 @@ class WarmUp:
             },
             "loss": losses,
             "max_z": max((p[0] for p in peaks), default=0.0),
+            "unscored": sorted(f"{k}.{s}" for k, s in unscored),
         }
         return verdict_from(self.name, findings, start, meta)

@@ -59,6 +59,7 @@ def run(cfg: Table1Config = Table1Config(), progress: bool = True) -> dict[str, 
     from gradguard.attacks import get_attack
     from gradguard.detect import Context, get_detector
     from gradguard.detect.layers import linears
+    from gradguard.detect.warmup import WarmUp
 
     start = time.perf_counter()
     train, test = train_test(cfg.dataset, limit=cfg.limit, seed=0)
@@ -109,7 +110,10 @@ def run(cfg: Table1Config = Table1Config(), progress: bool = True) -> dict[str, 
             "detector": cfg.detector,
             "step": cfg.step,
         },
+        "threshold": det.t["z"],
         "target_layers": layers,
+        # plain SGD cannot move these: their Z is float rounding noise (WarmUp.unscored)
+        "rounding_noise": sorted(f"{k}.{s}" for k, s in WarmUp.unscored(template)),
         "linear_layers": {"linear[0]": lin[0], "linear[-1]": lin[-1]} if lin else {},
         "models": models,
         "seconds": time.perf_counter() - start,
@@ -124,7 +128,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"# Table 1: warm-up Z-scores per target layer after warm-up step {step}\n\n",
         f"{c['model']} ({c['norm']} norm) after {c['pretrain_rounds']} honest FedAvg rounds on "
         f"{c['dataset']} (test accuracy {c['accuracy']:.3f}); detector `{c['detector']}` "
-        f"(its default warm-up: 5 x 128 samples for warmup, 2 x 32 for warmup+). Values are "
+        f"(its default warm-up: 5 x 128 samples for warmup and warmup-paper, 1 x 32 for "
+        f"warmup+; threshold {result.get('threshold', float('nan')):.3g}). Values are "
         f"|Z| of the layer's mean, std and max-abs "
         f"at step {step}. Linear layers: "
         + ", ".join(f"`{k}` = `{v}`" for k, v in result["linear_layers"].items())
@@ -141,13 +146,23 @@ def to_markdown(result: dict[str, Any]) -> str:
         )
         + f". Runtime {result['seconds']:.0f} s.\n\n",
     ]
+    noise = set(result.get("rounding_noise", ()))
+
+    def cell(values: dict[str, dict[str, float]], layer: str, s: str) -> str:
+        text = f"{abs(values[layer][s]):.3g}"
+        return f"({text})" if f"{layer}.{s}" in noise else text
+
     headers = ["target layer"] + [f"{n} Z-{s}" for n in names for s in ("mean", "std", "max")]
     rows = []
     for layer in result["target_layers"]:
-        rows.append(
-            [layer] + [f"{abs(models[n]['step'][layer][s]):.3g}" for n in names for s in STATS]
-        )
+        rows.append([layer] + [cell(models[n]["step"], layer, s) for n in names for s in STATS])
     out.append(markdown_table(headers, rows))
+    if noise:
+        out.append(
+            "\n(In parentheses: the last linear layer's mean, which plain SGD on cross-entropy "
+            "cannot move: the gradient w.r.t. the logits sums to zero over classes. Its Z is "
+            "float rounding noise over the denominator; `warmup-paper` does not score it.)\n"
+        )
     out.append(
         f"\nHonest model at the last warm-up step ({models['honest']['steps']}), for the "
         "paper's remark that benign Z-scores stay small:\n\n"
@@ -156,9 +171,41 @@ def to_markdown(result: dict[str, Any]) -> str:
         markdown_table(
             ["target layer", "Z-mean", "Z-std", "Z-max"],
             [
-                [layer] + [f"{abs(models['honest']['last_step'][layer][s]):.3g}" for s in STATS]
+                [layer] + [cell(models["honest"]["last_step"], layer, s) for s in STATS]
                 for layer in result["target_layers"]
             ],
         )
     )
     return "".join(out)
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    """Largest |Z| per target layer at the tabulated step (log), per model; threshold dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    noise = set(result.get("rounding_noise", ()))
+    layers, models = result["target_layers"], result["models"]
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    width = 0.8 / len(models)
+    for i, (name, m) in enumerate(models.items()):
+        peaks = [
+            max(
+                (abs(m["step"][layer][s]) for s in STATS if f"{layer}.{s}" not in noise),
+                default=0.0,
+            )
+            for layer in layers
+        ]
+        ax.bar([x + i * width for x in range(len(layers))], peaks, width, label=name)
+    ax.axhline(result["threshold"], color="k", ls="--", lw=1, label="threshold")
+    ax.set_yscale("log")
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(layers))])
+    ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(f"max |Z| at warm-up step {result['config']['step']} (log)")
+    ax.set_title(f"Table 1, detector {result['config']['detector']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
