@@ -194,7 +194,9 @@ class Imprint(_ImprintBase):
       honest_rows), which also keeps the next layer's rows from being parallel;
     - ``pretrain_epochs``: start from a model trained that long on the auxiliary data;
     - ``conv_mix`` (``convnet``): pass-through kernels that are blurs, not Diracs
-      (:func:`.passthrough.reach_first_linear`), inverted by the decoder.
+      (:func:`.passthrough.reach_first_linear`), inverted by the decoder;
+      ``honest_channels``: the convolution channels the pass-through does not use keep
+      the model's weights.
     """
 
     name = "imprint"
@@ -208,6 +210,7 @@ class Imprint(_ImprintBase):
         "honest_rows": (0, 16, 64),
         "pretrain_epochs": (0, 1, 3),
         "conv_mix": (0.0, 0.5, 0.6, 0.7),
+        "honest_channels": (False, True),
     }
     #: The white-box attacker's choice against the default Guard (docs/attacks.md).
     adaptive: ClassVar[dict[str, Any]] = {
@@ -219,6 +222,7 @@ class Imprint(_ImprintBase):
         "honest_rows": 16,
         "pretrain_epochs": 1,
         "conv_mix": 0.6,
+        "honest_channels": True,
     }
     models = SUPPORTED
     threat_model = ThreatModel(
@@ -245,6 +249,7 @@ class Imprint(_ImprintBase):
         honest_rows: int = 0,
         pretrain_epochs: int = 0,
         conv_mix: float = 0.0,
+        honest_channels: bool = False,
     ) -> None:
         super().__init__(bins, measurement, quantiles, dct, seed, aux_limit)
         if row_noise < 0 or honest_rows < 0 or pretrain_epochs < 0:
@@ -260,7 +265,7 @@ class Imprint(_ImprintBase):
         self.row_noise, self.shuffle, self.row_scale = float(row_noise), bool(shuffle), row_scale
         self.downstream, self.honest_rows = downstream, int(honest_rows)
         self.pretrain_epochs, self.conv_mix = int(pretrain_epochs), float(conv_mix)
-        self.noise_space = noise_space
+        self.noise_space, self.honest_channels = noise_space, bool(honest_channels)
 
     def model_kwargs(self, model_name: str) -> dict:
         """Build arguments that give the first linear layer one unit per bin (plus any
@@ -276,7 +281,7 @@ class Imprint(_ImprintBase):
     def manipulate(self, model: nn.Module, aux: Dataset) -> tuple[nn.Module, ImprintSecrets]:
         model = copy.deepcopy(model)
         pretrain(model, aux, self.pretrain_epochs, self.seed)
-        target = reach_first_linear(model, aux.image_shape, self.conv_mix)
+        target = reach_first_linear(model, aux.image_shape, self.conv_mix, self.honest_channels)
         check_width(target, self.bins + self.honest_rows, "bins + honest_rows")
         honest = target.layer.weight.detach().clone()
         honest_b = target.layer.bias.detach().clone()

@@ -13,6 +13,8 @@ a non-negative image), which brings each filter's transmit ratio (largest entry 
 sum of the others) below 1 from ``mix`` about 0.6. The composite map pixels -> ``fc1``
 inputs is then an invertible blur, not a permutation: :class:`LinearTarget` carries it
 (``pixel_map``), attacks write their rows through its inverse and decoders undo it.
+``honest_channels``: the channels the pass-through does not use keep the model's own
+(honest or trained) weights and biases.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ class LinearTarget:
 
 
 def reach_first_linear(
-    model: nn.Module, image_shape: tuple[int, int, int], mix: float = 0.0
+    model: nn.Module,
+    image_shape: tuple[int, int, int],
+    mix: float = 0.0,
+    honest_channels: bool = False,
 ) -> LinearTarget:
     """Make ``model`` (modified in place) pass the image to its first linear layer."""
     c, h, w = image_shape
@@ -59,7 +64,7 @@ def reach_first_linear(
     if isinstance(model, MLP):
         return LinearTarget("fc1", model.fc1, "fc2", model.fc2, torch.arange(n), image_shape)
     if isinstance(model, ConvNet):
-        features = _identity_convs(model, image_shape, mix)
+        features = _identity_convs(model, image_shape, mix, honest_channels)
         pixel_map = _pixel_map(model, image_shape, features) if mix > 0 else None
         return LinearTarget("fc1", model.fc1, "head", model.head, features, image_shape, pixel_map)
     raise GradguardError(
@@ -70,7 +75,7 @@ def reach_first_linear(
 
 @torch.no_grad()
 def _identity_convs(
-    model: ConvNet, image_shape: tuple[int, int, int], mix: float = 0.0
+    model: ConvNet, image_shape: tuple[int, int, int], mix: float = 0.0, honest: bool = False
 ) -> torch.Tensor:
     c, h, w = image_shape
     c1, c2 = model.conv1.out_channels, model.conv2.out_channels
@@ -79,10 +84,13 @@ def _identity_convs(
             f"convnet channels ({c1}, {c2}) too few to pass {c} image channels "
             f"through (need at least ({c}, {4 * c}))"
         )
-    model.conv1.weight.zero_()
-    model.conv1.bias.zero_()
-    model.conv2.weight.zero_()
-    model.conv2.bias.zero_()
+    # ``honest``: only the pass-through channels are rewritten; the others keep the model's
+    # weights (the pass-through outputs read nothing from them).
+    kept1, kept2 = (slice(0, c), slice(0, 4 * c)) if honest else (slice(None), slice(None))
+    model.conv1.weight[kept1] = 0.0
+    model.conv1.bias[kept1] = 0.0
+    model.conv2.weight[kept2] = 0.0
+    model.conv2.bias[kept2] = 0.0
     blur = torch.full((3, 3), mix / 9)
     for ch in range(c):
         model.conv1.weight[ch, ch] += blur
@@ -108,17 +116,20 @@ def _pixel_map(
     basis = torch.eye(n, dtype=torch.float64).reshape(n, *image_shape)
     conv1, conv2 = model.conv1.double(), model.conv2.double()
     try:
-        out = conv2(conv1(basis)).flatten(1)[:, features]
+        zero = torch.zeros(1, *image_shape, dtype=torch.float64)
+        out = (conv2(conv1(basis)) - conv2(conv1(zero))).flatten(1)[:, features]
     finally:
         model.conv1.float(), model.conv2.float()
     return out
 
 
 def pixels_to_weights(a: torch.Tensor, pixel_map: torch.Tensor | None) -> torch.Tensor:
-    """Weights on the passed-through inputs that compute ``a . pixels`` (``a``: pixels)."""
+    """Weights on the passed-through inputs that compute ``a . pixels`` (``a``: pixels, or
+    pixels x rows for several functionals at once)."""
     if pixel_map is None:
         return a.double()
-    return torch.linalg.solve(pixel_map.double(), a.double().reshape(-1, 1)).flatten()
+    column = a.double().reshape(len(a), -1)
+    return torch.linalg.solve(pixel_map.double(), column).reshape(a.shape)
 
 
 def features_to_pixels(
