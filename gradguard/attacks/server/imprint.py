@@ -202,7 +202,7 @@ class Imprint(_ImprintBase):
     name = "imprint"
     #: Disguise dials, textbook value first, increasing disguise (benchmarks/frontier.py).
     dials: ClassVar[dict[str, tuple]] = {
-        "row_noise": (0.0, 0.01, 0.035, 0.1),
+        "row_noise": (0.0, 0.01, 0.035, 0.1, 0.2, 0.5),
         "noise_space": ("white", "quiet"),
         "shuffle": (False, True),
         "row_scale": ("textbook", "honest", "activation"),
@@ -214,13 +214,14 @@ class Imprint(_ImprintBase):
     }
     #: The white-box attacker's choice against the default Guard (docs/attacks.md).
     adaptive: ClassVar[dict[str, Any]] = {
-        "row_noise": 0.05,
+        "bins": 240,
+        "row_noise": 0.2,
         "noise_space": "quiet",
         "shuffle": True,
         "row_scale": "activation",
         "downstream": "proportional",
         "honest_rows": 16,
-        "pretrain_epochs": 1,
+        "pretrain_epochs": 0,
         "conv_mix": 0.6,
         "honest_channels": True,
     }
