@@ -175,7 +175,7 @@ class Curious:
             raise GradguardError(f"unknown signs {signs!r}; valid: half, binomial")
         if bias not in ("zero", "honest"):
             raise GradguardError(f"unknown bias {bias!r}; valid: zero, honest")
-        if sigma != "honest" and not float(sigma) > 0:
+        if sigma != "honest" and not (isinstance(sigma, (int, float)) and sigma > 0):
             raise GradguardError(f"sigma must be positive or 'honest', got {sigma!r}")
         if honest_rows < 0 or pretrain_epochs < 0:
             raise GradguardError("honest_rows and pretrain_epochs must be >= 0")
