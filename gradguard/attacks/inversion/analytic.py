@@ -40,14 +40,20 @@ def invert_bins(
     order: torch.Tensor,
     tol: float = EMPTY_TOL,
     limit: int | None = None,
+    gain: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Imprint recovery: difference rows adjacent in ``order`` (thresholds ascending).
 
     Row ``order[k]`` fires for every sample whose measurement exceeds the ``k``-th
     threshold, so row ``k`` minus row ``k + 1`` holds exactly the samples of bin ``k``;
-    the top bin is its row alone. Returns one input per non-empty bin and the bin indices.
+    the top bin is its row alone. ``gain[i]`` (default 1) is the factor row ``i``'s
+    backpropagated gradient carries (the next layer's column scale); it is divided out
+    first. Returns one input per non-empty bin and the bin indices.
     """
     dw, db = dw.double()[order], db.double()[order]
+    if gain is not None:
+        g = gain.double()[order]
+        dw, db = dw / g[:, None], db / g
     zero_w, zero_b = dw.new_zeros(1, dw.shape[1]), db.new_zeros(1)
     ddw = dw - torch.cat([dw[1:], zero_w])
     ddb = db - torch.cat([db[1:], zero_b])

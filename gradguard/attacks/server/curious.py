@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from gradguard.attacks.base import Reconstruction, ThreatModel
 from gradguard.attacks.inversion.analytic import EMPTY_TOL, invert_rows
+from gradguard.attacks.server.disguise import pretrain
 from gradguard.attacks.server.passthrough import (
     SUPPORTED,
     check_width,
+    features_to_pixels,
+    pixels_to_weights,
     reach_first_linear,
 )
 from gradguard.data import Dataset
@@ -51,12 +54,24 @@ class CuriousSecrets:
     scale: float  # mean of the rows' scale factors
     tuned_score: float  # fraction of an auxiliary batch isolated by some row, at ``scale``
     pixel_weight: torch.Tensor  # the trap rows on the flattened image (rows x pixels)
+    rows: torch.Tensor | None = None  # the layer's trap rows (None: all)
+    pixel_map: torch.Tensor | None = None  # first-layer inputs = pixels @ pixel_map
+    bias: torch.Tensor | None = None  # the trap rows' biases (None: zero)
 
 
 def trap_rows(
-    neurons: int, inputs: int, sigma: float, g: torch.Generator
+    neurons: int, inputs: int, sigma: float, g: torch.Generator, signs: str = "half"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The positive and negative halves of the trap rows: ``W = s * pos - neg``."""
+    """The positive and negative parts of the trap rows: ``W = s * pos - neg``.
+
+    ``signs="half"`` (the paper): exactly half of each row negative, the positive half
+    carrying the same magnitudes shuffled. ``"binomial"``: each entry negative with
+    probability 1/2, as in a random honest row, magnitudes drawn independently.
+    """
+    if signs == "binomial":
+        mags = torch.randn(neurons, inputs, generator=g).abs() * sigma
+        negative = torch.rand(neurons, inputs, generator=g) < 0.5
+        return torch.where(negative, 0.0, mags), torch.where(negative, mags, 0.0)
     half = inputs // 2
     mags = torch.randn(neurons, half, generator=g).abs() * sigma
     pos = torch.zeros(neurons, inputs)
@@ -69,10 +84,14 @@ def trap_rows(
 
 
 def isolated_fraction(
-    pre_pos: torch.Tensor, pre_neg: torch.Tensor, scale: float | torch.Tensor, batch_size: int
+    pre_pos: torch.Tensor,
+    pre_neg: torch.Tensor,
+    scale: float | torch.Tensor,
+    batch_size: int,
+    bias: torch.Tensor | float = 0.0,
 ) -> float:
     """Mean fraction of each batch's samples that some row fires for alone."""
-    fires = (scale * pre_pos - pre_neg) > 0  # samples x rows
+    fires = (scale * pre_pos - pre_neg + bias) > 0  # samples x rows
     total, batches = 0.0, 0
     for start in range(0, len(fires) - batch_size + 1, batch_size):
         f = fires[start : start + batch_size]
@@ -83,9 +102,42 @@ def isolated_fraction(
 
 
 class Curious:
-    """Trap-weight attack on the first linear layer of ``mlp`` / ``convnet``."""
+    """Trap-weight attack on the first linear layer of ``mlp`` / ``convnet``.
+
+    Disguises (defaults: the paper's construction):
+
+    - ``signs="binomial"``: each row's count of negative weights is binomial, not half;
+    - ``sigma="honest"``: weight magnitudes at the honest layer's own standard deviation;
+    - ``bias="honest"``: the rows keep the honest biases (tuning accounts for them;
+      the paper's biases are all zero);
+    - ``honest_rows``: that many rows keep the honest model's weights (width = neurons +
+      honest_rows; the trap rows sit at random positions);
+    - ``pretrain_epochs``: start from a model trained that long on the auxiliary data;
+    - ``conv_mix``, ``honest_channels`` (``convnet``): blurred pass-through kernels and
+      honest unused channels (:func:`.passthrough.reach_first_linear`).
+    """
 
     name = "curious"
+    #: Disguise dials, textbook value first, increasing disguise (benchmarks/frontier.py).
+    dials: ClassVar[dict[str, tuple]] = {
+        "signs": ("half", "binomial"),
+        "sigma": (0.5, "honest"),
+        "bias": ("zero", "honest"),
+        "honest_rows": (0, 64, 256),
+        "pretrain_epochs": (0, 1, 3),
+        "conv_mix": (0.0, 0.5, 0.6, 0.7),
+        "honest_channels": (False, True),
+    }
+    #: The white-box attacker's choice against the default Guard (docs/attacks.md).
+    adaptive: ClassVar[dict[str, Any]] = {
+        "signs": "binomial",
+        "sigma": "honest",
+        "bias": "honest",
+        "honest_rows": 0,
+        "pretrain_epochs": 0,
+        "conv_mix": 0.6,
+        "honest_channels": True,
+    }
     models = SUPPORTED
     threat_model = ThreatModel(
         changes_architecture=False,
@@ -100,10 +152,16 @@ class Curious:
         neurons: int = 1000,
         scale: float | None = None,
         tune: Literal["row", "global"] = "row",
-        sigma: float = 0.5,
+        sigma: float | Literal["honest"] = 0.5,
         batch_size: int = 64,
         seed: int = 0,
         tune_batches: int = 16,
+        signs: Literal["half", "binomial"] = "half",
+        bias: Literal["zero", "honest"] = "zero",
+        honest_rows: int = 0,
+        pretrain_epochs: int = 0,
+        conv_mix: float = 0.0,
+        honest_channels: bool = False,
     ) -> None:
         if neurons < 1:
             raise GradguardError(f"neurons must be positive, got {neurons}")
@@ -113,6 +171,17 @@ class Curious:
             raise GradguardError(f"unknown tune {tune!r}; valid: row, global")
         self.neurons, self.scale, self.tune, self.sigma = neurons, scale, tune, sigma
         self.batch_size, self.seed, self.tune_batches = batch_size, seed, tune_batches
+        if signs not in ("half", "binomial"):
+            raise GradguardError(f"unknown signs {signs!r}; valid: half, binomial")
+        if bias not in ("zero", "honest"):
+            raise GradguardError(f"unknown bias {bias!r}; valid: zero, honest")
+        if sigma != "honest" and not (isinstance(sigma, (int, float)) and sigma > 0):
+            raise GradguardError(f"sigma must be positive or 'honest', got {sigma!r}")
+        if honest_rows < 0 or pretrain_epochs < 0:
+            raise GradguardError("honest_rows and pretrain_epochs must be >= 0")
+        self.signs, self.bias, self.honest_rows = signs, bias, int(honest_rows)
+        self.pretrain_epochs, self.conv_mix = int(pretrain_epochs), float(conv_mix)
+        self.honest_channels = bool(honest_channels)
 
     def model_kwargs(self, model_name: str) -> dict:
         if model_name not in SUPPORTED:
@@ -120,19 +189,31 @@ class Curious:
                 f"attack {self.name!r} applies to models "
                 f"{', '.join(SUPPORTED)} (got {model_name!r})"
             )
-        return {"width": self.neurons}
+        return {"width": self.neurons + self.honest_rows}
 
     def manipulate(self, model: nn.Module, aux: Dataset) -> tuple[nn.Module, CuriousSecrets]:
         model = copy.deepcopy(model)
-        target = reach_first_linear(model, aux.image_shape)
-        check_width(target, self.neurons, "neurons")
+        pretrain(model, aux, self.pretrain_epochs, self.seed)
+        honest_w = model.fc1.weight.detach().clone()
+        target = reach_first_linear(model, aux.image_shape, self.conv_mix, self.honest_channels)
+        check_width(target, self.neurons + self.honest_rows, "neurons + honest_rows")
         g = torch.Generator().manual_seed(self.seed)
         pixels = aux.image_shape[0] * aux.image_shape[1] * aux.image_shape[2]
-        pos, neg = trap_rows(self.neurons, pixels, self.sigma, g)
+        sigma = float(honest_w.std()) if self.sigma == "honest" else float(self.sigma)
+        pos, neg = trap_rows(self.neurons, pixels, sigma, g, self.signs)
+        width = target.layer.out_features
+        if self.honest_rows:
+            shuffle = torch.Generator().manual_seed(self.seed + 2)
+            rows = torch.randperm(width, generator=shuffle)[: self.neurons].sort().values
+        else:
+            rows = torch.arange(width)
+        b = target.layer.bias.detach()[rows].clone() if self.bias == "honest" else None
         # Tune s on auxiliary batches the size the server expects from the client.
         n = min(len(aux), self.tune_batches * self.batch_size)
         x = aux.x[torch.randperm(len(aux), generator=g)[:n]].flatten(1)
         pre_pos, pre_neg = x @ pos.T, x @ neg.T
+        if b is not None:  # the bias shifts the onset: row i fires iff s_i P + b_i > N
+            pre_neg = pre_neg - b
         if self.scale is not None:
             candidates = [torch.tensor(self.scale)]
         elif self.tune == "global":
@@ -145,11 +226,16 @@ class Curious:
         scores = [isolated_fraction(pre_pos, pre_neg, c, self.batch_size) for c in candidates]
         best = max(range(len(candidates)), key=scores.__getitem__)
         scale, score = candidates[best].reshape(-1, 1).expand(self.neurons, 1), scores[best]
+        trap = scale * pos - neg
         with torch.no_grad():
             weight = torch.zeros(self.neurons, target.layer.in_features)
-            weight[:, target.pixel_to_feature] = scale * pos - neg
-            target.layer.weight.copy_(weight)
-            target.layer.bias.zero_()
+            weight[:, target.pixel_to_feature] = (
+                pixels_to_weights(trap.T, target.pixel_map).T.float()
+                if target.pixel_map is not None
+                else trap
+            )
+            target.layer.weight[rows] = weight
+            target.layer.bias[rows] = 0.0 if b is None else b
         return model, CuriousSecrets(
             f"{target.name}.weight",
             f"{target.name}.bias",
@@ -157,7 +243,10 @@ class Curious:
             aux.image_shape,
             float(scale.mean()),
             score,
-            scale * pos - neg,
+            trap,
+            rows if self.honest_rows else None,
+            target.pixel_map,
+            b,
         )
 
     def reconstruct(self, update: Update, secrets: CuriousSecrets) -> Reconstruction:
@@ -166,11 +255,15 @@ class Curious:
             raise GradguardError(
                 f"the update has no {secrets.weight_key}: not from the trapped model"
             )
-        db = g[secrets.bias_key]
-        features, rows = invert_rows(g[secrets.weight_key], db)
-        pixels = features[:, secrets.pixel_to_feature]
+        dw, db = g[secrets.weight_key], g[secrets.bias_key]
+        if secrets.rows is not None:
+            dw, db = dw[secrets.rows], db[secrets.rows]
+        features, rows = invert_rows(dw, db)
+        pixels = features_to_pixels(features, secrets.pixel_to_feature, secrets.pixel_map)
         active = db.abs() > EMPTY_TOL * db.abs().max()
-        keep = select_lone(pixels, rows, active, secrets.pixel_weight, update.num_examples)
+        keep = select_lone(
+            pixels, rows, active, secrets.pixel_weight, update.num_examples, secrets.bias
+        )
         images = pixels[keep].reshape(len(keep), *secrets.image_shape)
         return Reconstruction(
             images.clamp(0, 1),
@@ -189,6 +282,7 @@ def select_lone(
     active: torch.Tensor,
     weight: torch.Tensor,
     limit: int,
+    bias: torch.Tensor | None = None,
     same_db: float = 60.0,
 ) -> torch.Tensor:
     """Indices of at most ``limit`` candidates that are single samples, one per sample.
@@ -208,6 +302,8 @@ def select_lone(
     counts = same.sum(1)
     confirmed = counts >= 2
     pre = flat @ weight.double().T  # candidates x rows
+    if bias is not None:
+        pre = pre + bias.double()
     margin = 1e-4 * (flat.abs() @ weight.double().abs().T)
     fires = pre > margin
     consistent = ~(fires & ~active[None, :]).any(1)

@@ -23,17 +23,28 @@ import copy
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from gradguard.attacks.base import Reconstruction, ThreatModel
 from gradguard.attacks.inversion.analytic import invert_bins
+from gradguard.attacks.server.disguise import (
+    honest_activations,
+    honest_row_norms,
+    layer_inputs,
+    loud_directions,
+    pretrain,
+    proportional_columns,
+    row_noise,
+)
 from gradguard.attacks.server.passthrough import (
     SUPPORTED,
     LinearTarget,
     check_width,
+    features_to_pixels,
+    pixels_to_weights,
     reach_first_linear,
 )
 from gradguard.data import Dataset
@@ -54,6 +65,8 @@ class ImprintSecrets:
     pixel_to_feature: torch.Tensor
     image_shape: tuple[int, int, int]
     thresholds: torch.Tensor
+    gain: torch.Tensor | None = None  # per row: the factor its backpropagated gradient carries
+    pixel_map: torch.Tensor | None = None  # first-layer inputs = pixels @ pixel_map
 
 
 def measurement_vector(
@@ -121,18 +134,25 @@ class _ImprintBase:
         self.dct, self.seed, self.aux_limit = tuple(dct), seed, aux_limit
 
     def _imprint(
-        self, layer: nn.Linear, pixel_to_feature: torch.Tensor, aux: Dataset
+        self,
+        layer: nn.Linear,
+        pixel_to_feature: torch.Tensor,
+        aux: Dataset,
+        rows: torch.Tensor | None = None,
+        pixel_map: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Write the measurement rows and quantile biases into ``layer``; return thresholds."""
+        """Write the measurement rows and quantile biases into ``rows`` of ``layer`` (row
+        ``rows[k]`` gets the ``k``-th threshold; default all rows); return thresholds."""
         a = measurement_vector(self.measurement, aux.image_shape, self.seed, self.dct)
         m = aux.x[: self.aux_limit].flatten(1).double() @ a
         q = bin_thresholds(m, self.bins, self.quantiles)
         scale = float(m.std()) or 1.0
+        rows = torch.arange(self.bins) if rows is None else rows
         with torch.no_grad():
             weight = torch.zeros(layer.in_features, dtype=torch.float64)
-            weight[pixel_to_feature] = a / scale
-            layer.weight.copy_(weight.expand(self.bins, -1))
-            layer.bias.copy_(-q / scale)
+            weight[pixel_to_feature] = pixels_to_weights(a, pixel_map) / scale
+            layer.weight[rows] = weight.expand(self.bins, -1).to(layer.weight.dtype)
+            layer.bias[rows] = (-q / scale).to(layer.bias.dtype)
         return q
 
     def reconstruct(self, update: Update, secrets: ImprintSecrets) -> Reconstruction:
@@ -144,22 +164,67 @@ class _ImprintBase:
         # At most one image per client sample: FedAvg drift leaves faint residues in many
         # bins, so the bins with the strongest bias signal are kept.
         features, rows = invert_bins(
-            g[secrets.weight_key], g[secrets.bias_key], secrets.order, limit=update.num_examples
+            g[secrets.weight_key],
+            g[secrets.bias_key],
+            secrets.order,
+            limit=update.num_examples,
+            gain=secrets.gain,
         )
-        images = (
-            features[:, secrets.pixel_to_feature]
-            .reshape(len(features), *secrets.image_shape)
-            .clamp(0, 1)
-        )
+        pixels = features_to_pixels(features, secrets.pixel_to_feature, secrets.pixel_map)
+        images = pixels.reshape(len(features), *secrets.image_shape).clamp(0, 1)
         return Reconstruction(
             images, info={"bins_nonempty": len(rows), "bins": int(len(secrets.order))}
         )
 
 
 class Imprint(_ImprintBase):
-    """Parameter-only imprint on the first linear layer of ``mlp`` / ``convnet``."""
+    """Parameter-only imprint on the first linear layer of ``mlp`` / ``convnet``.
+
+    Disguises (defaults: the textbook construction; :mod:`.disguise`):
+
+    - ``row_noise``: relative per-row noise (no two rows within the twin-row cosine);
+      ``noise_space="quiet"`` draws it off the directions the auxiliary data occupies;
+    - ``shuffle``: the bins sit at random rows (the decoder keeps the order);
+    - ``row_scale="honest"``: each row and its bias scaled to the honest row's norm;
+      ``"activation"``: to the RMS of the honest row's pre-activation on auxiliary data;
+    - ``downstream="proportional"``: the next layer's columns of the bins are ``c_i u``
+      with honest norms (textbook ``"equal"``: identical columns); the decoder divides
+      the gains ``c_i`` out;
+    - ``honest_rows``: that many rows keep the honest model's weights (width = bins +
+      honest_rows), which also keeps the next layer's rows from being parallel;
+    - ``pretrain_epochs``: start from a model trained that long on the auxiliary data;
+    - ``conv_mix`` (``convnet``): pass-through kernels that are blurs, not Diracs
+      (:func:`.passthrough.reach_first_linear`), inverted by the decoder;
+      ``honest_channels``: the convolution channels the pass-through does not use keep
+      the model's weights.
+    """
 
     name = "imprint"
+    #: Disguise dials, textbook value first, increasing disguise (benchmarks/frontier.py).
+    dials: ClassVar[dict[str, tuple]] = {
+        "row_noise": (0.0, 0.01, 0.035, 0.1, 0.2, 0.5),
+        "noise_space": ("white", "quiet"),
+        "shuffle": (False, True),
+        "row_scale": ("textbook", "honest", "activation"),
+        "downstream": ("equal", "proportional"),
+        "honest_rows": (0, 16, 64),
+        "pretrain_epochs": (0, 1, 3),
+        "conv_mix": (0.0, 0.5, 0.6, 0.7),
+        "honest_channels": (False, True),
+    }
+    #: The white-box attacker's choice against the default Guard (docs/attacks.md).
+    adaptive: ClassVar[dict[str, Any]] = {
+        "bins": 240,
+        "row_noise": 0.2,
+        "noise_space": "quiet",
+        "shuffle": True,
+        "row_scale": "activation",
+        "downstream": "proportional",
+        "honest_rows": 16,
+        "pretrain_epochs": 0,
+        "conv_mix": 0.6,
+        "honest_channels": True,
+    }
     models = SUPPORTED
     threat_model = ThreatModel(
         changes_architecture=False,
@@ -169,29 +234,88 @@ class Imprint(_ImprintBase):
         "exact for bins with one sample; FedAvg deltas degrade as local steps grow",
     )
 
+    def __init__(
+        self,
+        bins: int = 256,
+        measurement: Measurement = "brightness",
+        quantiles: Literal["gaussian", "empirical"] = "empirical",
+        dct: tuple[int, int] = (0, 1),
+        seed: int = 0,
+        aux_limit: int = 10_000,
+        row_noise: float = 0.0,
+        noise_space: Literal["white", "quiet"] = "white",
+        shuffle: bool = False,
+        row_scale: Literal["textbook", "honest", "activation"] = "textbook",
+        downstream: Literal["equal", "proportional"] = "equal",
+        honest_rows: int = 0,
+        pretrain_epochs: int = 0,
+        conv_mix: float = 0.0,
+        honest_channels: bool = False,
+    ) -> None:
+        super().__init__(bins, measurement, quantiles, dct, seed, aux_limit)
+        if row_noise < 0 or honest_rows < 0 or pretrain_epochs < 0:
+            raise GradguardError("row_noise, honest_rows and pretrain_epochs must be >= 0")
+        if noise_space not in ("white", "quiet"):
+            raise GradguardError(f"unknown noise_space {noise_space!r}; valid: white, quiet")
+        if row_scale not in ("textbook", "honest", "activation"):
+            raise GradguardError(
+                f"unknown row_scale {row_scale!r}; valid: textbook, honest, activation"
+            )
+        if downstream not in ("equal", "proportional"):
+            raise GradguardError(f"unknown downstream {downstream!r}; valid: equal, proportional")
+        self.row_noise, self.shuffle, self.row_scale = float(row_noise), bool(shuffle), row_scale
+        self.downstream, self.honest_rows = downstream, int(honest_rows)
+        self.pretrain_epochs, self.conv_mix = int(pretrain_epochs), float(conv_mix)
+        self.noise_space, self.honest_channels = noise_space, bool(honest_channels)
+
     def model_kwargs(self, model_name: str) -> dict:
-        """Build arguments that give the first linear layer one unit per bin."""
+        """Build arguments that give the first linear layer one unit per bin (plus any
+        honest rows)."""
         if model_name not in SUPPORTED:
             raise GradguardError(
                 f"attack {self.name!r} applies to models "
                 f"{', '.join(SUPPORTED)} (got {model_name!r}); "
                 "imprint-arch applies to any model"
             )
-        return {"width": self.bins}
+        return {"width": self.bins + self.honest_rows}
 
     def manipulate(self, model: nn.Module, aux: Dataset) -> tuple[nn.Module, ImprintSecrets]:
         model = copy.deepcopy(model)
-        target = reach_first_linear(model, aux.image_shape)
-        check_width(target, self.bins, "bins")
-        q = self._imprint(target.layer, target.pixel_to_feature, aux)
-        _equalize(target, torch.Generator().manual_seed(self.seed + 1))
+        pretrain(model, aux, self.pretrain_epochs, self.seed)
+        target = reach_first_linear(model, aux.image_shape, self.conv_mix, self.honest_channels)
+        check_width(target, self.bins + self.honest_rows, "bins + honest_rows")
+        honest = target.layer.weight.detach().clone()
+        honest_b = target.layer.bias.detach().clone()
+        x_in = None
+        if self.row_scale == "activation" or (self.row_noise > 0 and self.noise_space == "quiet"):
+            x_in = layer_inputs(model, target.layer, aux.x[: min(len(aux), 2000)])
+        disguise = torch.Generator().manual_seed(self.seed + 2)
+        width = target.layer.out_features
+        rows = torch.randperm(width, generator=disguise) if self.shuffle else torch.arange(width)
+        rows = rows[: self.bins]
+        q = self._imprint(target.layer, target.pixel_to_feature, aux, rows, target.pixel_map)
+        if self.row_scale == "honest":
+            honest_row_norms(target.layer, rows, honest)
+        elif self.row_scale == "activation":
+            honest_activations(target.layer, rows, honest, honest_b, x_in)
+        loud = None
+        if self.row_noise > 0 and self.noise_space == "quiet":
+            loud = loud_directions(x_in)
+        row_noise(target.layer, rows, self.row_noise, disguise, loud)
+        gain = None
+        if self.downstream == "equal":
+            _equalize(target, torch.Generator().manual_seed(self.seed + 1))
+        else:
+            gain = proportional_columns(target.downstream, rows, disguise)
         return model, ImprintSecrets(
             f"{target.name}.weight",
             f"{target.name}.bias",
-            torch.arange(self.bins),
+            rows,
             target.pixel_to_feature,
             aux.image_shape,
             q,
+            gain,
+            target.pixel_map,
         )
 
 

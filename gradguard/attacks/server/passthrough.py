@@ -6,6 +6,15 @@ four shifted Diracs per input channel (output channel ``4c + 2dy + dx`` copies p
 ``(2i + dy, 2j + dx)`` to position ``(i, j)``), a lossless space-to-depth map; the ReLUs
 pass the non-negative image through, so ``fc1`` sees a known permutation of the pixels.
 This is the identity-convolution trick of Boenisch et al. for CNNs.
+
+Disguise ``mix > 0``: every pass-through kernel keeps ``1 - mix`` of its weight on its
+Dirac tap and spreads ``mix`` over the 3x3 neighbourhood (non-negative, so ReLUs still pass
+a non-negative image), which brings each filter's transmit ratio (largest entry over the
+sum of the others) below 1 from ``mix`` about 0.6. The composite map pixels -> ``fc1``
+inputs is then an invertible blur, not a permutation: :class:`LinearTarget` carries it
+(``pixel_map``), attacks write their rows through its inverse and decoders undo it.
+``honest_channels``: the channels the pass-through does not use keep the model's own
+(honest or trained) weights and biases.
 """
 
 from __future__ import annotations
@@ -37,18 +46,27 @@ class LinearTarget:
     downstream: nn.Linear
     pixel_to_feature: torch.Tensor
     image_shape: tuple[int, int, int]
+    # inputs at ``pixel_to_feature`` = flattened pixels @ pixel_map; None: the identity
+    pixel_map: torch.Tensor | None = None
 
 
-def reach_first_linear(model: nn.Module, image_shape: tuple[int, int, int]) -> LinearTarget:
+def reach_first_linear(
+    model: nn.Module,
+    image_shape: tuple[int, int, int],
+    mix: float = 0.0,
+    honest_channels: bool = False,
+) -> LinearTarget:
     """Make ``model`` (modified in place) pass the image to its first linear layer."""
     c, h, w = image_shape
     n = c * h * w
+    if not 0 <= mix < 1:
+        raise GradguardError(f"conv_mix must be in [0, 1), got {mix}")
     if isinstance(model, MLP):
         return LinearTarget("fc1", model.fc1, "fc2", model.fc2, torch.arange(n), image_shape)
     if isinstance(model, ConvNet):
-        return LinearTarget(
-            "fc1", model.fc1, "head", model.head, _identity_convs(model, image_shape), image_shape
-        )
+        features = _identity_convs(model, image_shape, mix, honest_channels)
+        pixel_map = _pixel_map(model, image_shape, features) if mix > 0 else None
+        return LinearTarget("fc1", model.fc1, "head", model.head, features, image_shape, pixel_map)
     raise GradguardError(
         f"this attack rewrites the first linear layer of {', '.join(SUPPORTED)} "
         f"models only; got {type(model).__name__} (use imprint-arch for any model)"
@@ -56,7 +74,9 @@ def reach_first_linear(model: nn.Module, image_shape: tuple[int, int, int]) -> L
 
 
 @torch.no_grad()
-def _identity_convs(model: ConvNet, image_shape: tuple[int, int, int]) -> torch.Tensor:
+def _identity_convs(
+    model: ConvNet, image_shape: tuple[int, int, int], mix: float = 0.0, honest: bool = False
+) -> torch.Tensor:
     c, h, w = image_shape
     c1, c2 = model.conv1.out_channels, model.conv2.out_channels
     if c1 < c or c2 < 4 * c:
@@ -64,19 +84,62 @@ def _identity_convs(model: ConvNet, image_shape: tuple[int, int, int]) -> torch.
             f"convnet channels ({c1}, {c2}) too few to pass {c} image channels "
             f"through (need at least ({c}, {4 * c}))"
         )
-    model.conv1.weight.zero_()
-    model.conv1.bias.zero_()
-    model.conv2.weight.zero_()
-    model.conv2.bias.zero_()
+    # ``honest``: only the pass-through channels are rewritten; the others keep the model's
+    # weights (the pass-through outputs read nothing from them).
+    kept1, kept2 = (slice(0, c), slice(0, 4 * c)) if honest else (slice(None), slice(None))
+    model.conv1.weight[kept1] = 0.0
+    model.conv1.bias[kept1] = 0.0
+    model.conv2.weight[kept2] = 0.0
+    model.conv2.bias[kept2] = 0.0
+    blur = torch.full((3, 3), mix / 9)
     for ch in range(c):
-        model.conv1.weight[ch, ch, 1, 1] = 1.0
+        model.conv1.weight[ch, ch] += blur
+        model.conv1.weight[ch, ch, 1, 1] += 1.0 - mix
         for dy in (0, 1):
             for dx in (0, 1):
-                model.conv2.weight[4 * ch + 2 * dy + dx, ch, 1 + dy, 1 + dx] = 1.0
+                model.conv2.weight[4 * ch + 2 * dy + dx, ch] += blur
+                model.conv2.weight[4 * ch + 2 * dy + dx, ch, 1 + dy, 1 + dx] += 1.0 - mix
     h2, w2 = (h + 1) // 2, (w + 1) // 2
     ch, y, x = torch.meshgrid(torch.arange(c), torch.arange(h), torch.arange(w), indexing="ij")
     feature = ((4 * ch + 2 * (y % 2) + (x % 2)) * h2 + y // 2) * w2 + x // 2
     return feature.flatten()
+
+
+@torch.no_grad()
+def _pixel_map(
+    model: ConvNet, image_shape: tuple[int, int, int], features: torch.Tensor
+) -> torch.Tensor:
+    """The (pixels x pixels) matrix taking a flattened image to ``fc1``'s inputs at
+    ``features``: the two convolutions applied to every basis image (they are linear on
+    non-negative images, where the ReLUs pass everything)."""
+    n = features.numel()
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, *image_shape)
+    conv1, conv2 = model.conv1.double(), model.conv2.double()
+    try:
+        zero = torch.zeros(1, *image_shape, dtype=torch.float64)
+        out = (conv2(conv1(basis)) - conv2(conv1(zero))).flatten(1)[:, features]
+    finally:
+        model.conv1.float(), model.conv2.float()
+    return out
+
+
+def pixels_to_weights(a: torch.Tensor, pixel_map: torch.Tensor | None) -> torch.Tensor:
+    """Weights on the passed-through inputs that compute ``a . pixels`` (``a``: pixels, or
+    pixels x rows for several functionals at once)."""
+    if pixel_map is None:
+        return a.double()
+    column = a.double().reshape(len(a), -1)
+    return torch.linalg.solve(pixel_map.double(), column).reshape(a.shape)
+
+
+def features_to_pixels(
+    features: torch.Tensor, pixel_to_feature: torch.Tensor, pixel_map: torch.Tensor | None
+) -> torch.Tensor:
+    """Recovered first-layer inputs (N x F) back to flattened pixels (N x P)."""
+    f = features[:, pixel_to_feature].double()
+    if pixel_map is None:
+        return f.float()
+    return torch.linalg.solve(pixel_map.double(), f, left=False).float()
 
 
 def features_to_images(features: torch.Tensor, target: LinearTarget) -> torch.Tensor:

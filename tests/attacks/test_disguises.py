@@ -1,0 +1,89 @@
+"""Adaptive (white-box) disguises of the analytic attacks: they still leak, and they pass
+the checks they were designed against (docs/attacks.md, "Adaptive disguises")."""
+
+import inspect
+
+import pytest
+import torch
+
+from gradguard.attacks.inversion.analytic import invert_bins
+from gradguard.attacks.run import run_attack
+from gradguard.attacks.server.curious import Curious
+from gradguard.attacks.server.imprint import Imprint
+from gradguard.data import train_test
+from gradguard.detect import Guard, GuardConfig
+from gradguard.detect.filters import transmit_ratio
+from gradguard.models import build_model
+
+CONV_ONLY = ("conv_mix", "honest_channels")
+
+
+def adaptive(cls, model: str) -> dict:
+    return {k: v for k, v in cls.adaptive.items() if model == "convnet" or k not in CONV_ONLY}
+
+
+def default_guard_verdict(result, model: str):
+    """The default Guard (architecture, forensics, transmit-snr, warmup+) on the digits
+    client's data, as ``gradguard scan`` runs it."""
+    local = train_test("digits", limit=1000)[0]
+    width = result.manipulated.fc1.out_features
+    template = build_model(model, local.image_shape, local.num_classes, width=width)
+    guard = Guard(GuardConfig(stop_at_first=False), template=template, data=local)
+    return guard.check({k: v.detach() for k, v in result.manipulated.state_dict().items()})
+
+
+@pytest.mark.parametrize("cls", [Imprint, Curious])
+def test_dials_start_at_the_textbook_default(cls):
+    params = inspect.signature(cls).parameters
+    for dial, values in cls.dials.items():
+        assert params[dial].default == values[0], dial
+    assert set(cls.adaptive) <= set(params)
+
+
+@pytest.mark.parametrize("model", ["mlp", "convnet"])
+def test_adaptive_imprint_leaks_and_passes_the_default_guard(model):
+    r = run_attack(
+        "imprint", dataset="digits", model=model, batch_size=16, **adaptive(Imprint, model)
+    )
+    assert r.leaked_fraction >= 0.4
+    verdict = default_guard_verdict(r, model)
+    assert verdict.verified and not verdict.malicious, verdict.summary()
+    if model == "convnet":
+        assert float(transmit_ratio(r.manipulated.conv1.weight).max()) < 1
+
+
+@pytest.mark.parametrize("model", ["mlp", "convnet"])
+def test_adaptive_curious_leaks_and_passes_the_default_guard(model):
+    opts = adaptive(Curious, model)
+    r = run_attack("curious", dataset="digits", model=model, batch_size=16, neurons=256, **opts)
+    assert r.leaked_fraction >= 0.4
+    verdict = default_guard_verdict(r, model)
+    assert verdict.verified and not verdict.malicious, verdict.summary()
+
+
+def test_textbook_imprint_is_still_caught():
+    r = run_attack("imprint", dataset="digits", model="mlp", batch_size=16, bins=128)
+    assert default_guard_verdict(r, "mlp").malicious
+
+
+def test_blurred_pass_through_is_inverted_by_the_decoder():
+    r = run_attack("imprint", dataset="digits", model="convnet", batch_size=16, conv_mix=0.6)
+    assert float(transmit_ratio(r.manipulated.conv2.weight).max()) < 1
+    assert r.leaked_fraction >= 0.6
+    assert r.match.psnr.max() > 50  # a lone sample comes back through the inverted blur
+
+
+def test_bin_difference_divides_out_row_gains():
+    x = torch.rand(3, 10)
+    m = torch.tensor([0.1, 0.5, 0.9])
+    q = torch.tensor([0.0, 0.3, 0.7])
+    fires = (m[:, None] > q[None, :]).double()
+    grad = torch.tensor([0.3, -0.2, 0.7], dtype=torch.float64)[:, None]
+    gain = torch.tensor([0.5, 2.0, 1.3], dtype=torch.float64)
+    order = torch.tensor([2, 0, 1])  # thresholds sit at shuffled rows
+    dw = torch.zeros(3, 10, dtype=torch.float64)
+    db = torch.zeros(3, dtype=torch.float64)
+    dw[order] = gain[order, None] * ((fires * grad).T @ x.double())
+    db[order] = gain[order] * (fires * grad).sum(0)
+    rec, rows = invert_bins(dw, db, order, gain=gain)
+    assert torch.allclose(rec, x, atol=1e-6) and rows.tolist() == order.tolist()
