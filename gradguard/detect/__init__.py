@@ -20,6 +20,8 @@ DETECTORS: dict[str, str] = {
     "dsnr": "gradguard.detect.dsnr:DSNR",
     "warmup": "gradguard.detect.warmup:WarmUp",
     "warmup+": "gradguard.detect.warmup_plus:WarmUpPlus",
+    # runs even after an earlier detector flags: it says what the round would expose
+    "exposure": "gradguard.detect.exposure:ExposureAudit",
 }
 
 

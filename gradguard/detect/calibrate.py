@@ -39,6 +39,10 @@ CHECK_TO_KEY = {
     "dsnr": "dsnr.ratio",
     "warmup.z": "warmup.z",
     "warmup+.z": "warmup+.z",
+    "exposure.isolated": "exposure.exposed_fraction",
+    "exposure.pairs": "exposure.pair_fraction",
+    "exposure.silencing": "exposure.silencing",
+    "exposure.rise": "exposure.rise",
 }
 
 # the smallest sensible threshold of each key (anchor or structural minimum)
@@ -54,7 +58,13 @@ FLOORS = {
     "dsnr.ratio": 1.0,
     "warmup.z": 0.0,
     "warmup+.z": 0.0,
+    "exposure.exposed_fraction": 0.5,
+    "exposure.pair_fraction": 0.05,  # 3 of 64 samples
+    "exposure.silencing": 2.0,
+    "exposure.rise": 0.15,
 }
+# keys whose honest maximum sits close to what attacks reach get a smaller margin
+MARGINS = {"exposure.exposed_fraction": 1.3}
 
 MODELS = (
     ("mlp", None),
@@ -155,7 +165,7 @@ def propose(maxima: dict[str, float]) -> dict[str, float]:
     out = {}
     for key, default in DEFAULTS.items():
         if key in maxima:
-            out[key] = max(FLOORS.get(key, 0.0), MARGIN * maxima[key])
+            out[key] = max(FLOORS.get(key, 0.0), MARGINS.get(key, MARGIN) * maxima[key])
         else:
             out[key] = default
     return out

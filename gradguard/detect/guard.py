@@ -1,8 +1,10 @@
 """The Guard: detectors cheapest first under a policy, failing closed (design: Guard).
 
 Policies: ``abstain`` (default) refuses a flagged model; ``warn`` logs it and trains
-anyway. Under both, a model that cannot be verified (unreadable, non-finite, wrong shapes,
-absurd values, any internal error) is never trained on.
+anyway; ``strict`` also refuses an honest model whose update would expose more of the
+client's batch than ``exposure.strict_fraction`` (the leakage audit, detect/exposure.py).
+Under every policy, a model that cannot be verified (unreadable, non-finite, wrong
+shapes, absurd values, any internal error) is never trained on.
 """
 
 from __future__ import annotations
@@ -26,8 +28,14 @@ log = logging.getLogger("gradguard.detect")
 
 @dataclass(frozen=True)
 class GuardConfig:
-    policy: Literal["abstain", "warn"] = "abstain"
-    detectors: tuple[str, ...] = ("architecture", "forensics", "transmit-snr", "warmup+")
+    policy: Literal["abstain", "warn", "strict"] = "abstain"
+    detectors: tuple[str, ...] = (
+        "architecture",
+        "forensics",
+        "transmit-snr",
+        "warmup+",
+        "exposure",
+    )
     thresholds: Mapping[str, float] = field(default_factory=dict)
     stop_at_first: bool = True  # stop at the first decisive (flagging) detector
     options: Mapping[str, Mapping] = field(default_factory=dict)  # per-detector options
@@ -58,17 +66,17 @@ class Guard:
         if template is None:
             raise ValueError("Guard needs the client's model as template")
         self.config = config or GuardConfig()
-        if self.config.policy not in ("abstain", "warn"):
-            raise ValueError(f"unknown policy {self.config.policy!r}: abstain or warn")
+        if self.config.policy not in ("abstain", "warn", "strict"):
+            raise ValueError(f"unknown policy {self.config.policy!r}: abstain, warn or strict")
         order = list(DETECTORS)
         names = sorted(
             dict.fromkeys(self.config.detectors),
             key=lambda n: order.index(n) if n in order else len(order),
         )
-        self.detectors = [
-            get_detector(n, self.config.thresholds, **dict(self.config.options.get(n, {})))
-            for n in names
-        ]
+        options = {n: dict(self.config.options.get(n, {})) for n in names}
+        if self.config.policy == "strict" and "exposure" in options:
+            options["exposure"].setdefault("strict", True)
+        self.detectors = [get_detector(n, self.config.thresholds, **options[n]) for n in names]
         self.template = template
         self.data = data
         self.accepted: dict[str, torch.Tensor] | None = None
@@ -102,8 +110,11 @@ class Guard:
         )
         findings: list[Finding] = []
         per: dict[str, dict] = {}
-        malicious, verified, ran = False, True, []
+        malicious, verified, ran, stopped = False, True, [], False
         for det in self.detectors:
+            # after a decisive flag only the exposure audit still runs (the client-terms number)
+            if stopped and not (getattr(det, "runs_after_flag", False) and verified):
+                continue
             if det.needs_data and self.data is None:
                 findings.append(
                     Finding(
@@ -135,8 +146,9 @@ class Guard:
             malicious |= v.malicious
             verified &= v.verified
             if v.malicious and self.config.stop_at_first:
-                break
+                stopped = True
         score = max((p["score"] for p in per.values()), default=0.0)
+        exposure = "exposure" in per and "exposure" in per["exposure"]
         return Verdict(
             malicious,
             score,
@@ -144,7 +156,7 @@ class Guard:
             findings,
             "guard[" + ",".join(ran) + "]",
             verified,
-            {"detectors": per},
+            {"detectors": per, **({"exposure": per["exposure"]["exposure"]} if exposure else {})},
         )
 
     def allows(self, verdict: Verdict) -> bool:

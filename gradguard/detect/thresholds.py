@@ -29,6 +29,12 @@ DEFAULTS: dict[str, float] = {
     # warm-up Z-score (seed 000, section 5): any |Z| above this flags
     "warmup.z": 1.1e8,
     "warmup+.z": 360.0,
+    # exposure (leakage audit, probe batch of 64): provisional, from a small honest sample
+    "exposure.exposed_fraction": 0.6,  # samples any known decoder returns at >= 30 dB
+    "exposure.pair_fraction": 0.05,  # samples a pair cancelling >= 4 others isolates
+    "exposure.silencing": 4.0,  # effective speakers by the head's errors / below the head
+    "exposure.rise": 0.25,  # exposed share above the last accepted model's
+    "exposure.strict_fraction": 0.05,  # policy "strict": own exposure above this abstains
 }
 
 # Fixed parameters of the statistics (not decision thresholds).
