@@ -28,8 +28,10 @@ def fedsgd(model, x, y):
 
 @torch.no_grad()
 def disguised_imprint(honest, aux, bins, seed=0):
-    """Imprint on ``bins`` random rows of an honest trained fc1, with 5% per-row noise,
-    shuffled rows, honest-looking row norms and per-row scales on the fc2 columns.
+    """Imprint on ``bins`` random rows of an honest trained fc1, with per-row noise (30% of
+    the row's norm, on the pixels the auxiliary data leaves dark, so that no two rows are
+    near-twins and the bins barely move), shuffled rows, honest-looking row norms and
+    per-row scales on the fc2 columns.
     Returns the model and what the attacker keeps to decode (order, per-row scale)."""
     g = torch.Generator().manual_seed(seed)
     src, _ = get_attack("imprint", bins=bins).manipulate(
