@@ -58,13 +58,13 @@ FLOORS = {
     "dsnr.ratio": 1.0,
     "warmup.z": 0.0,
     "warmup+.z": 0.0,
-    "exposure.exposed_fraction": 0.5,
+    "exposure.exposed_fraction": 0.4,
     "exposure.pair_fraction": 0.05,  # 3 of 64 samples
     "exposure.silencing": 2.0,
-    "exposure.rise": 0.15,
+    "exposure.rise": 0.1,
 }
 # keys whose honest maximum sits close to what attacks reach get a smaller margin
-MARGINS = {"exposure.exposed_fraction": 1.3}
+MARGINS = {"exposure.exposed_fraction": 1.2}
 
 MODELS = (
     ("mlp", None),

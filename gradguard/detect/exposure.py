@@ -155,15 +155,17 @@ def layer_exposure(
     psnr_db: float,
     k: int = 2,
     min_share: float = 0.3,
-    min_overlap: int = 4,
+    min_cancelled: float = 4.0,
 ) -> LayerExposure:
     """Run the row and pair decoders on ``dW = G^T X``, ``db = G^T 1`` (N samples).
 
     A decoder ``c`` (a combination of units, per-sample weights ``G c``) returns
     ``sum_m w_m x_m`` with ``w = G c / sum(G c)``; its squared error against the sample it
     weighs most comes from the Gram matrix of the inputs, without forming any image. A
-    pair counts as structured when it cancels ``min_overlap`` or more samples active in
-    both units: honest units share few samples in exactly proportional amounts.
+    pair counts as structured when the signal it cancels on the other samples is
+    ``min_cancelled`` times or more what it leaves on the isolated one: imprint bins
+    cancel every sample above the bin exactly, while honest pairs isolate a sample only
+    where the shared samples carry little gradient (confident ones).
     """
     x, g = x.flatten(1).double(), g.double()
     n, d = x.shape
@@ -178,21 +180,19 @@ def layer_exposure(
     gi, gj = g[:, pairs[:, 0]], g[:, pairs[:, 1]]
     lam = (gi * gj).sum(0) / (gj * gj).sum(0).clamp_min(1e-300)
     combos = torch.cat([g, gi - lam * gj], dim=1).T  # decoders x samples
-    overlap = torch.cat(
-        [
-            torch.zeros(g.shape[1]),
-            (active[:, pairs[:, 0]] & active[:, pairs[:, 1]]).sum(0).double(),
-        ]
-    )
     is_pair = torch.arange(len(combos)) >= g.shape[1]
     total = combos.sum(1)
     mass = combos.abs().sum(1).clamp_min(1e-300)
     share, top = combos.abs().max(1)
+    # signal the pair cancels: the first unit's gradient on every other sample, against
+    # what is left on the isolated one (0 for single rows)
+    first = torch.cat([torch.zeros_like(g), gi], dim=1).T.abs()
+    cancelled = (first.sum(1) - first.gather(1, top[:, None]).squeeze(1)) / share.clamp_min(1e-300)
     keep = (share / mass >= min_share) & (total.abs() > 1e-9 * mass)
     if not bool(keep.any()):
         return result
     w = combos[keep] / total[keep, None]
-    top, is_pair, overlap = top[keep], is_pair[keep], overlap[keep]
+    top, is_pair, cancelled = top[keep], is_pair[keep], cancelled[keep]
     gram = x @ x.T
     wg = w @ gram
     err = (wg * w).sum(1) - 2 * wg.gather(1, top[:, None]).squeeze(1) + gram.diagonal()[top]
@@ -203,7 +203,7 @@ def layer_exposure(
     result.best_db = best.tolist()
     result.by_rows = set(top[hit & ~is_pair].tolist())
     result.by_pairs = set(top[hit].tolist()) - result.by_rows
-    result.structured = set(top[hit & is_pair & (overlap >= min_overlap)].tolist())
+    result.structured = set(top[hit & is_pair & (cancelled >= min_cancelled)].tolist())
     return result
 
 
@@ -299,9 +299,9 @@ class ExposureAudit:
                 built.layer if built else "-",
                 structured / n,
                 t["pair_fraction"],
-                f"{structured} of {n} samples isolated by differencing two units that share "
-                f"at least 4 other samples in exactly proportional amounts: the layer is built "
-                "to separate samples (imprint bins)",
+                f"{structured} of {n} samples isolated by differencing two units that cancel "
+                "4x or more of that sample's signal on the others: the layer is built to "
+                "separate samples (imprint bins)",
                 structured / n >= t["pair_fraction"],
             ),
         ]
@@ -359,7 +359,7 @@ class ExposureAudit:
         if tampered:
             sentence += " [tampered]"
         elif exposed:
-            sentence += " [your own setup, not tampering]"
+            sentence += " [not flagged as tampering: your own setup's exposure]"
         meta = {
             "exposure": {
                 "exposed": exposed,

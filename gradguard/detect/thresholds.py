@@ -30,10 +30,10 @@ DEFAULTS: dict[str, float] = {
     "warmup.z": 1.1e8,
     "warmup+.z": 360.0,
     # exposure (leakage audit, probe batch of 64): provisional, from a small honest sample
-    "exposure.exposed_fraction": 0.6,  # samples any known decoder returns at >= 30 dB
-    "exposure.pair_fraction": 0.05,  # samples a pair cancelling >= 4 others isolates
+    "exposure.exposed_fraction": 0.45,  # samples any known decoder returns at >= 30 dB
+    "exposure.pair_fraction": 0.05,  # samples isolated by pairs cancelling >= 4x their signal
     "exposure.silencing": 4.0,  # effective speakers by the head's errors / below the head
-    "exposure.rise": 0.25,  # exposed share above the last accepted model's
+    "exposure.rise": 0.15,  # exposed share above the last accepted model's
     "exposure.strict_fraction": 0.05,  # policy "strict": own exposure above this abstains
 }
 

@@ -131,7 +131,7 @@ def test_own_exposure_is_reported_not_flagged_and_strict_abstains(honest, digits
     v = default.check(state)
     e = v.metadata["exposure"]
     assert e["exposed"] > 0 and not e["tampered"]  # an honest mlp exposes some samples
-    assert default.allows(v) and "not tampering" in v.summary()
+    assert default.allows(v) and "not flagged as tampering" in v.summary()
     strict = Guard(GuardConfig(policy="strict"), template=honest["mlp"], data=local)
     s = strict.check(state)
     assert not strict.allows(s) and not s.metadata["exposure"]["tampered"]
