@@ -155,7 +155,9 @@ def layer_exposure(
     psnr_db: float,
     k: int = 2,
     min_share: float = 0.3,
-    min_cancelled: float = 4.0,
+    min_cancelled: float = 8.0,
+    labels: torch.Tensor | None = None,
+    min_classes: int = 4,
 ) -> LayerExposure:
     """Run the row and pair decoders on ``dW = G^T X``, ``db = G^T 1`` (N samples).
 
@@ -163,9 +165,10 @@ def layer_exposure(
     ``sum_m w_m x_m`` with ``w = G c / sum(G c)``; its squared error against the sample it
     weighs most comes from the Gram matrix of the inputs, without forming any image. A
     pair counts as structured when the signal it cancels on the other samples is
-    ``min_cancelled`` times or more what it leaves on the isolated one: imprint bins
-    cancel every sample above the bin exactly, while honest pairs isolate a sample only
-    where the shared samples carry little gradient (confident ones).
+    ``min_cancelled`` times or more what it leaves on the isolated one, and the cancelled
+    samples with real signal come from ``min_classes`` or more classes: imprint bins cancel
+    every sample above the bin exactly, whatever its class; honest pairs before a narrow
+    head cancel samples whose head errors point the same way (mostly one class).
     """
     x, g = x.flatten(1).double(), g.double()
     n, d = x.shape
@@ -187,12 +190,17 @@ def layer_exposure(
     # signal the pair cancels: the first unit's gradient on every other sample, against
     # what is left on the isolated one (0 for single rows)
     first = torch.cat([torch.zeros_like(g), gi], dim=1).T.abs()
-    cancelled = (first.sum(1) - first.gather(1, top[:, None]).squeeze(1)) / share.clamp_min(1e-300)
+    first.scatter_(1, top[:, None], 0.0)
+    cancelled = first.sum(1) / share.clamp_min(1e-300)
+    # how many classes the cancelled samples carrying real signal come from
+    loud = (first >= 0.25 * share[:, None]).double()
+    onehot = F.one_hot(labels, int(labels.max()) + 1).double() if labels is not None else None
+    classes = ((loud @ onehot) > 0).sum(1) if onehot is not None else torch.full_like(share, 99)
     keep = (share / mass >= min_share) & (total.abs() > 1e-9 * mass)
     if not bool(keep.any()):
         return result
     w = combos[keep] / total[keep, None]
-    top, is_pair, cancelled = top[keep], is_pair[keep], cancelled[keep]
+    top, is_pair, cancelled, classes = top[keep], is_pair[keep], cancelled[keep], classes[keep]
     gram = x @ x.T
     wg = w @ gram
     err = (wg * w).sum(1) - 2 * wg.gather(1, top[:, None]).squeeze(1) + gram.diagonal()[top]
@@ -203,7 +211,8 @@ def layer_exposure(
     result.best_db = best.tolist()
     result.by_rows = set(top[hit & ~is_pair].tolist())
     result.by_pairs = set(top[hit].tolist()) - result.by_rows
-    result.structured = set(top[hit & is_pair & (cancelled >= min_cancelled)].tolist())
+    built = is_pair & (cancelled >= min_cancelled) & (classes >= min_classes)
+    result.structured = set(top[hit & built].tolist())
     return result
 
 
@@ -220,7 +229,7 @@ def probe(
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     head = linear[-1] if linear else None
     layers = [
-        layer_exposure(name, inp, g, psnr_db, k)
+        layer_exposure(name, inp, g, psnr_db, k, labels=y)
         for name, (inp, g) in caught.items()
         if inp.dim() == 2 and g.dim() == 2 and f"{name}.bias" in state
     ]
@@ -256,7 +265,7 @@ class ExposureAudit:
         self.t = resolve(self.name, thresholds)
         self.batch, self.psnr_db, self.k, self.seed = batch, psnr_db, neighbours, seed
         self.strict = strict
-        self._previous: tuple[int, Probe] | None = None
+        self._previous: tuple[tuple[int, float], Probe] | None = None
 
     def _batch(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         assert ctx.data is not None
@@ -300,8 +309,8 @@ class ExposureAudit:
                 structured / n,
                 t["pair_fraction"],
                 f"{structured} of {n} samples isolated by differencing two units that cancel "
-                "4x or more of that sample's signal on the others: the layer is built to "
-                "separate samples (imprint bins)",
+                "8x or more of that sample's signal on samples of 4+ classes: the layer is "
+                "built to separate samples (imprint bins)",
                 structured / n >= t["pair_fraction"],
             ),
         ]
@@ -320,7 +329,7 @@ class ExposureAudit:
         )
         rise = None
         if ctx.previous is not None and mismatch(ctx.previous, ctx.template) == "":
-            key = id(ctx.previous)
+            key = (id(ctx.previous), sum(float(v.sum()) for v in ctx.previous.values()))
             if self._previous is None or self._previous[0] != key:
                 self._previous = (key, self.measure(ctx.previous, ctx))
             before = self._previous[1].worst

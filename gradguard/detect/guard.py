@@ -21,7 +21,7 @@ from torch import nn
 
 from gradguard.data import Dataset
 from gradguard.detect.architecture import peak_abs
-from gradguard.detect.base import Context, Finding, Verdict
+from gradguard.detect.base import Context, Finding, Verdict, mismatch
 
 log = logging.getLogger("gradguard.detect")
 
@@ -113,7 +113,11 @@ class Guard:
         malicious, verified, ran, stopped = False, True, [], False
         for det in self.detectors:
             # after a decisive flag only the exposure audit still runs (the client-terms number)
-            if stopped and not (getattr(det, "runs_after_flag", False) and verified):
+            if stopped and not (
+                getattr(det, "runs_after_flag", False)
+                and verified
+                and not mismatch(received, self.template)
+            ):
                 continue
             if det.needs_data and self.data is None:
                 findings.append(
