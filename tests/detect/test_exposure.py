@@ -142,3 +142,16 @@ def test_own_exposure_is_reported_not_flagged_and_strict_abstains(honest, digits
         data=local,
     )
     assert lax.allows(lax.check(state))
+
+
+def test_guard_names_the_exposure_after_a_cheaper_detector_flags(honest, imprinted, digits):
+    _, local, aux = digits
+    guard = Guard(template=honest["mlp"], data=local)
+    v = guard.check(imprinted["mlp"].state_dict())
+    assert v.detector == "guard[architecture,forensics,exposure]" and not guard.allows(v)
+    assert v.summary().startswith("this round would expose ")
+    assert v.metadata["exposure"]["exposed"] >= 20 and v.metadata["exposure"]["tampered"]
+    # a model that does not fit the client's architecture is not audited after the flag
+    arch, _ = get_attack("imprint-arch", bins=8).manipulate(honest["mlp"], aux)
+    w = guard.check(arch.state_dict())
+    assert w.detector == "guard[architecture]" and w.malicious and "exposure" not in w.metadata
