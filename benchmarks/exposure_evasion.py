@@ -6,6 +6,7 @@ On a well-trained honest ``mlp`` / ``convnet`` (Fashion-MNIST, 5 epochs of SGD o
 samples; client data disjoint), batch 64:
 - partial trap rows: ``n`` rows of the honest fc1 replaced by tuned trap rows (Boenisch et
   al.), the rest honest: no pair structure, the exposure only adds up;
+  (also with the honest model as the client's last accepted one: the rise rule);
 - sabotaged-class fishing: the honest head with the target class's row negated, so the
   target samples are confidently wrong (they speak) and the others confidently right
   (silent by honest means): no silencing of samples the head says are wrong.
@@ -49,10 +50,12 @@ def train(name, data, epochs=5, lr=0.05, seed=0):
     return m.eval()
 
 
-def audit(model, template, data):
-    v = get_detector("exposure").inspect(model.state_dict(), Context(template, data))
+def audit(model, template, data, previous=None):
+    ctx = Context(template, data, previous.state_dict() if previous is not None else None)
+    v = get_detector("exposure").inspect(model.state_dict(), ctx)
     e = v.metadata["exposure"]
     keys = ("exposed", "by_rows", "by_pairs", "structured_pairs", "speakers", "should_speak")
+    keys += ("rise",)
     return {"flagged": v.malicious, "checks": [f.check for f in v.findings if f.flagged]} | {
         k: e[k] for k in keys
     }
@@ -101,6 +104,7 @@ def main():
         kept, _ = deduplicate(feats.clamp(0, 1), 64)
         leak = match(x, kept.view(-1, 1, 28, 28)).leaked()
         add(f"{n} trap rows in the honest mlp's fc1", audit(m, mlp, client) | {"leaked": leak})
+        add("  same, honest mlp as the previous model", audit(m, mlp, client, previous=mlp))
     conv = train("convnet", server)
     acc = float((conv(client.x).argmax(1) == client.y).float().mean())
     add(f"honest convnet (5 epochs, client accuracy {acc:.2f})", audit(conv, conv, client))

@@ -88,8 +88,9 @@ def participation(s: torch.Tensor) -> float:
 
 
 def _capture(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
-    """Inputs and output gradients of every linear/conv layer called once, and the logits,
-    for ``model`` holding ``state`` in evaluation mode (the template itself is not copied)."""
+    """Inputs and output gradients of the linear/conv layers called once that the audit
+    reads, and the logits, for ``model`` holding ``state`` in evaluation mode (the template
+    itself is not copied)."""
     seen: dict[str, list] = {}
     hooks = []
 
@@ -113,6 +114,10 @@ def _capture(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor, 
         for h in hooks:
             h.remove()
     once = {n: v[0] for n, v in seen.items() if len(v) == 1 and v[0][1].requires_grad}
+    # gradients only where they are read: linear layers on per-sample vectors (decoders)
+    # and the last weight layer below the head (dominance); the backward stops there
+    below_head = list(seen)[-2:-1]
+    once = {n: v for n, v in once.items() if v[0].dim() == 2 or n in below_head}
     loss = F.cross_entropy(logits, y, reduction="sum")
     grads = torch.autograd.grad(loss, [o for _, o in once.values()], allow_unused=True)
     out = {}
