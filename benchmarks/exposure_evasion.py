@@ -7,6 +7,7 @@ samples; client data disjoint), batch 64:
 - partial trap rows: ``n`` rows of the honest fc1 replaced by tuned trap rows (Boenisch et
   al.), the rest honest: no pair structure, the exposure only adds up;
   (also with the honest model as the client's last accepted one: the rise rule);
+- imprint on few rows (8, 16) of the honest fc1, disguised as in benchmarks/exposure.py;
 - sabotaged-class fishing: the honest head with the target class's row negated, so the
   target samples are confidently wrong (they speak) and the others confidently right
   (silent by honest means): no silencing of samples the head says are wrong.
@@ -105,6 +106,13 @@ def main():
         leak = match(x, kept.view(-1, 1, 28, 28)).leaked()
         add(f"{n} trap rows in the honest mlp's fc1", audit(m, mlp, client) | {"leaked": leak})
         add("  same, honest mlp as the previous model", audit(m, mlp, client, previous=mlp))
+    from exposure import decode_bins, disguise_imprint  # benchmarks/exposure.py
+
+    for bins in (8, 16):
+        m, order, scale = disguise_imprint(mlp, test, bins)
+        g = gradient(m, x, y)
+        leak = match(x, decode_bins(g, "fc1", order, scale, fm.image_shape)).leaked()
+        add(f"imprint on {bins} rows of the honest fc1", audit(m, mlp, client) | {"leaked": leak})
     conv = train("convnet", server)
     acc = float((conv(client.x).argmax(1) == client.y).float().mean())
     add(f"honest convnet (5 epochs, client accuracy {acc:.2f})", audit(conv, conv, client))

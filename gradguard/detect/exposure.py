@@ -175,7 +175,7 @@ def layer_exposure(
     every sample above the bin exactly, whatever its class; honest pairs before a narrow
     head cancel samples whose head errors point the same way (mostly one class).
     """
-    x, g = x.flatten(1).double(), g.double()
+    x, g = x.flatten(1).float(), g.float()
     n, d = x.shape
     result = LayerExposure(name, best_db=[-math.inf] * n)
     lo, hi = float(x.min()), float(x.max())
@@ -183,34 +183,41 @@ def layer_exposure(
     if hi - lo <= 0 or peak == 0:
         return result
     g = g[:, g.abs().amax(0) > SILENT * peak]
+    units = g.shape[1]
     active = g.abs() > SILENT * peak
     pairs = _neighbours(active, g, k)
     gi, gj = g[:, pairs[:, 0]], g[:, pairs[:, 1]]
-    lam = (gi * gj).sum(0) / (gj * gj).sum(0).clamp_min(1e-300)
+    lam = (gi * gj).sum(0) / (gj * gj).sum(0).clamp_min(1e-30)
     combos = torch.cat([g, gi - lam * gj], dim=1).T  # decoders x samples
-    is_pair = torch.arange(len(combos)) >= g.shape[1]
+    magnitude = combos.abs()
+    share, top = magnitude.max(1)
+    mass = magnitude.sum(1).clamp_min(1e-30)
     total = combos.sum(1)
-    mass = combos.abs().sum(1).clamp_min(1e-300)
-    share, top = combos.abs().max(1)
-    # signal the pair cancels: the first unit's gradient on every other sample, against
-    # what is left on the isolated one (0 for single rows)
-    first = torch.cat([torch.zeros_like(g), gi], dim=1).T.abs()
-    first.scatter_(1, top[:, None], 0.0)
-    cancelled = first.sum(1) / share.clamp_min(1e-300)
-    # how many classes the cancelled samples carrying real signal come from
-    loud = (first >= 0.25 * share[:, None]).double()
-    onehot = F.one_hot(labels, int(labels.max()) + 1).double() if labels is not None else None
-    classes = ((loud @ onehot) > 0).sum(1) if onehot is not None else torch.full_like(share, 99)
-    keep = (share / mass >= min_share) & (total.abs() > 1e-9 * mass)
-    if not bool(keep.any()):
+    keep = torch.nonzero((share / mass >= min_share) & (total.abs() > 1e-6 * mass)).flatten()
+    if len(keep) == 0:
         return result
     w = combos[keep] / total[keep, None]
-    top, is_pair, cancelled, classes = top[keep], is_pair[keep], cancelled[keep], classes[keep]
+    top, share, is_pair = top[keep], share[keep], keep >= units
+    # signal a pair cancels: its first unit's gradient on every other sample, against what
+    # is left on the isolated one; and how many classes the cancelled samples with real
+    # signal come from (single rows cancel nothing)
+    cancelled = torch.zeros(len(keep))
+    classes = torch.zeros(len(keep), dtype=torch.long)
+    if bool(is_pair.any()):
+        first = gi[:, keep[is_pair] - units].T.abs()
+        first.scatter_(1, top[is_pair, None], 0.0)
+        cancelled[is_pair] = first.sum(1) / share[is_pair].clamp_min(1e-30)
+        if labels is not None:
+            loud = (first >= 0.25 * share[is_pair, None]).float()
+            onehot = F.one_hot(labels, int(labels.max()) + 1).float()
+            classes[is_pair] = ((loud @ onehot) > 0).sum(1)
+        else:
+            classes[is_pair] = min_classes
     gram = x @ x.T
     wg = w @ gram
     err = (wg * w).sum(1) - 2 * wg.gather(1, top[:, None]).squeeze(1) + gram.diagonal()[top]
     db = 10 * torch.log10((hi - lo) ** 2 * d / err.clamp_min(1e-20 * d))
-    best = torch.full((n,), -math.inf, dtype=torch.float64)
+    best = torch.full((n,), -math.inf)
     best.scatter_reduce_(0, top, db, "amax")
     hit = db >= psnr_db
     result.best_db = best.tolist()
