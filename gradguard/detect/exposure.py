@@ -11,8 +11,9 @@ comes back exactly when ``G a`` is concentrated on ``n`` (seed 000, appendix A.1
   rows ``dW_i / db_i`` (trap weights, Boenisch et al.) and pairs
   ``(dW_i - l dW_j) / (db_i - l db_j)`` with the least-squares ``l`` (imprint's adjacent
   bins, Fowl et al., in any order and at any scale), pairs drawn from activation-pattern
-  and gradient-direction neighbours. A sample is exposed when one decoder returns its
-  layer input at >= ``psnr_db`` dB (PSNR in the input's own value range).
+  neighbours (gradient-direction neighbours where the layer's units are dense). A sample
+  is exposed when one decoder returns its layer input at >= ``psnr_db`` dB (PSNR in the
+  input's own value range).
 - **Dominance** (fishing, Wen et al.; then inversion, seed 000 section 4.1). Per-sample
   gradient norms ``|G_n| |X_n|`` of every layer below the head give the effective number
   of samples that speak (participation ratio); the head's own error ``|p_n - y_n|`` says
@@ -128,27 +129,27 @@ def _capture(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor, 
 
 
 def _neighbours(active: torch.Tensor, g: torch.Tensor, k: int) -> torch.Tensor:
-    """Candidate pairs (i, j): for each unit, the ``k`` units whose firing set differs from
-    its own by the fewest samples (at least one) and the ``k`` closest gradient directions
-    that are not parallel to it; both orders."""
+    """Candidate pairs (i, j), both orders: for each unit, the ``k`` units whose firing set
+    differs from its own by the fewest samples (at least one); where most units fire for
+    most samples (no ReLU after the layer), the ``k`` closest gradient directions that are
+    not parallel to it instead."""
     kk = g.shape[1]
     k = min(k, kk - 1)
     if k < 1:
         return torch.zeros(0, 2, dtype=torch.long)
     a = active.float()
-    size = a.sum(0)
-    ham = size[:, None] + size[None, :] - 2 * (a.T @ a)
-    ham.fill_diagonal_(math.inf)
-    ham[ham < 0.5] = math.inf
-    near = torch.topk(ham, k, dim=1, largest=False).indices
-    gn = (g / g.norm(dim=0).clamp_min(1e-30)).float()
-    cos = (gn.T @ gn).abs()
-    cos.fill_diagonal_(0.0)
-    cos[cos > 1 - 1e-6] = 0.0
-    close = torch.topk(cos, k, dim=1).indices
+    if float(a.mean()) < 0.5:
+        size = a.sum(0)
+        score = 2 * (a.T @ a) - size[:, None] - size[None, :]  # minus the Hamming distance
+        score[score > -0.5] = -math.inf  # identical firing sets (and the unit itself)
+    else:
+        gn = g / g.norm(dim=0).clamp_min(1e-30)
+        score = (gn.T @ gn).abs()
+        score[score > 1 - 1e-6] = 0.0
+    score.fill_diagonal_(-math.inf)
+    near = torch.topk(score, k, dim=1).indices
     rows = torch.arange(kk)[:, None].expand(-1, k)
-    pairs = torch.cat([torch.stack([rows, near], -1), torch.stack([rows, close], -1)])
-    pairs = pairs.reshape(-1, 2)
+    pairs = torch.stack([rows, near], -1).reshape(-1, 2)
     code = torch.unique(torch.cat([pairs[:, 0] * kk + pairs[:, 1], pairs[:, 1] * kk + pairs[:, 0]]))
     return torch.stack([code // kk, code % kk], 1)
 
