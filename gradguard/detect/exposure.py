@@ -129,26 +129,34 @@ def _capture(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor, 
 
 
 def _neighbours(active: torch.Tensor, g: torch.Tensor, k: int) -> torch.Tensor:
-    """Candidate pairs (i, j), both orders: for each unit, the ``k`` units whose firing set
-    differs from its own by the fewest samples (at least one); where most units fire for
-    most samples (no ReLU after the layer), the ``k`` closest gradient directions that are
-    not parallel to it instead."""
+    """Candidate pairs (i, j), both orders. Units with the same firing set stand for one
+    another (one representative each); for each, the ``k`` representatives whose firing
+    set differs from its own by the fewest samples. Where most units fire for most samples
+    (no ReLU after the layer), the ``k`` closest non-parallel gradient directions."""
     kk = g.shape[1]
-    k = min(k, kk - 1)
-    if k < 1:
-        return torch.zeros(0, 2, dtype=torch.long)
     a = active.float()
     if float(a.mean()) < 0.5:
+        key = a.double().T @ torch.randn(
+            len(a), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
+        _, group = torch.unique(key, return_inverse=True)
+        rep = torch.full((int(group.max()) + 1,), kk).scatter_reduce(
+            0, group, torch.arange(kk), "amin"
+        )
+        a = a[:, rep]
         size = a.sum(0)
         score = 2 * (a.T @ a) - size[:, None] - size[None, :]  # minus the Hamming distance
-        score[score > -0.5] = -math.inf  # identical firing sets (and the unit itself)
     else:
+        rep = torch.arange(kk)
         gn = g / g.norm(dim=0).clamp_min(1e-30)
         score = (gn.T @ gn).abs()
         score[score > 1 - 1e-6] = 0.0
+    k = min(k, len(rep) - 1)
+    if k < 1:
+        return torch.zeros(0, 2, dtype=torch.long)
     score.fill_diagonal_(-math.inf)
-    near = torch.topk(score, k, dim=1).indices
-    rows = torch.arange(kk)[:, None].expand(-1, k)
+    near = rep[torch.topk(score, k, dim=1).indices]
+    rows = rep[:, None].expand(-1, k)
     pairs = torch.stack([rows, near], -1).reshape(-1, 2)
     code = torch.unique(torch.cat([pairs[:, 0] * kk + pairs[:, 1], pairs[:, 1] * kk + pairs[:, 0]]))
     return torch.stack([code // kk, code % kk], 1)
