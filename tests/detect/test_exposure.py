@@ -11,7 +11,22 @@ from gradguard.attacks.inversion.labels import last_linear
 from gradguard.detect import Guard, GuardConfig, get_detector
 from gradguard.detect.base import Context
 from gradguard.metrics import match
-from tests.detect.conftest import trained
+from gradguard.models import MLP
+
+
+def trained_mlp(data, width):
+    """An honest mlp after one epoch of plain SGD (batch 32, lr 0.05), as conftest's."""
+    torch.manual_seed(0)
+    m = MLP(data.image_shape, data.num_classes, width=width)
+    order = torch.randperm(len(data))
+    for i in range(0, len(data), 32):
+        idx = order[i : i + 32]
+        loss = torch.nn.functional.cross_entropy(m(data.x[idx]), data.y[idx])
+        grads = torch.autograd.grad(loss, list(m.parameters()))
+        with torch.no_grad():
+            for p, g in zip(m.parameters(), grads, strict=True):
+                p.sub_(0.05 * g)
+    return m.eval()
 
 
 def audit(model, template, local, previous=None, **options):
@@ -80,7 +95,7 @@ def test_disguised_partial_imprint_leaks_passes_forensics_and_is_flagged(honest,
 
 def test_trap_rows_with_binomial_sign_counts_are_flagged(digits):
     _, local, aux = digits
-    m = trained("mlp", digits[0], width=300)
+    m = trained_mlp(digits[0], width=300)
     bad, _ = get_attack("curious", neurons=300).manipulate(m, aux)
     with torch.no_grad():  # flip the smallest entries until each row's sign count is binomial
         g = torch.Generator().manual_seed(0)
