@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gradguard.errors import GradguardError, ModelFileError
 
-DEFAULT = "architecture,forensics,transmit-snr,warmup+"
+DEFAULT = "architecture,forensics,transmit-snr,warmup+,exposure"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a threshold, e.g. warmup.z=1e7 (repeatable)",
     )
-    p.add_argument("--policy", choices=("abstain", "warn"), default="abstain")
+    p.add_argument("--policy", choices=("abstain", "warn", "strict"), default="abstain")
     p.add_argument("--json", action="store_true", help="print the Verdict as JSON")
 
 
@@ -159,7 +159,11 @@ def _print(verdict) -> None:
     elif verdict.malicious:
         con.print(f"[bold red]FLAGGED[/] {escape(verdict.summary())}")
     else:
-        con.print(f"[bold green]BENIGN[/] ({verdict.detector}, {verdict.elapsed_s:.2f} s)")
+        exposure = verdict.metadata.get("exposure", {}).get("sentence", "")
+        line = f"({verdict.detector}, {verdict.elapsed_s:.2f} s)" + (
+            f"; {exposure}" if exposure else ""
+        )
+        con.print(f"[bold green]BENIGN[/] {escape(line)}")
     for f in verdict.findings:
         if f.flagged:
             con.print(escape(f"  - {f.check} [{f.layer}]: {f.message}"), highlight=False)

@@ -21,6 +21,8 @@ DETECTORS: dict[str, str] = {
     "warmup": "gradguard.detect.warmup:WarmUp",  # seed 000 s.5 read literally (change / 1e-8)
     "warmup-paper": "gradguard.detect.warmup_paper:WarmUpPaper",  # the reading matching its numbers
     "warmup+": "gradguard.detect.warmup_plus:WarmUpPlus",
+    # runs even after an earlier detector flags: it says what the round would expose
+    "exposure": "gradguard.detect.exposure:ExposureAudit",
 }
 
 

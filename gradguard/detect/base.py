@@ -42,15 +42,21 @@ class Verdict:
     metadata: dict[str, Any] = field(default_factory=dict)  # e.g. every warm-up Z-score
 
     def summary(self) -> str:
-        """One line for logs and abstention reasons."""
+        """One line for logs and abstention reasons; it leads with what the round would
+        expose when the leakage audit ran (``metadata["exposure"]["sentence"]``)."""
         flagged = [f for f in self.findings if f.flagged]
+        exposure = self.metadata.get("exposure") or {}
+        sentence = exposure.get("sentence", "") if isinstance(exposure, dict) else ""
         if not self.malicious:
-            return f"benign ({self.detector}, score {self.score:.3g})"
+            line = f"benign ({self.detector}, score {self.score:.3g})"
+            return f"{line}; {sentence}" if sentence and exposure.get("exposed") else line
         if not flagged:
-            return f"flagged by {self.detector} (score {self.score:.3g})"
-        first = flagged[0]
-        more = f" (+{len(flagged) - 1} more)" if len(flagged) > 1 else ""
-        return f"{first.check} on {first.layer}: {first.message}{more}"
+            line = f"flagged by {self.detector} (score {self.score:.3g})"
+        else:
+            first = flagged[0]
+            more = f" (+{len(flagged) - 1} more)" if len(flagged) > 1 else ""
+            line = f"{first.check} on {first.layer}: {first.message}{more}"
+        return f"{sentence}; {line}" if sentence else line
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))

@@ -40,6 +40,10 @@ CHECK_TO_KEY = {
     "warmup.z": "warmup.z",
     "warmup+.z": "warmup+.z",
     "warmup-paper.z": "warmup-paper.z",
+    "exposure.isolated": "exposure.exposed_fraction",
+    "exposure.pairs": "exposure.pair_fraction",
+    "exposure.silencing": "exposure.silencing",
+    "exposure.rise": "exposure.rise",
 }
 
 # the smallest sensible threshold of each key (anchor or structural minimum)
@@ -56,7 +60,13 @@ FLOORS = {
     "warmup.z": 0.0,
     "warmup+.z": 0.0,
     "warmup-paper.z": 0.0,
+    "exposure.exposed_fraction": 0.4,
+    "exposure.pair_fraction": 0.05,  # 3 of 64 samples
+    "exposure.silencing": 2.0,
+    "exposure.rise": 0.1,
 }
+# keys whose honest maximum sits close to what attacks reach get a smaller margin
+MARGINS = {"exposure.exposed_fraction": 1.2}
 
 MODELS = (
     ("mlp", None),
@@ -157,7 +167,7 @@ def propose(maxima: dict[str, float]) -> dict[str, float]:
     out = {}
     for key, default in DEFAULTS.items():
         if key in maxima:
-            out[key] = max(FLOORS.get(key, 0.0), MARGIN * maxima[key])
+            out[key] = max(FLOORS.get(key, 0.0), MARGINS.get(key, MARGIN) * maxima[key])
         else:
             out[key] = default
     return out

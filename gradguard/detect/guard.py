@@ -1,7 +1,9 @@
 """The Guard: detectors cheapest first under a policy, failing closed (design: Guard).
 
 Policies: ``abstain`` (default) refuses a flagged model; ``warn`` logs it and trains
-anyway. Under both, a model that cannot be verified (unreadable, non-finite, wrong shapes,
+anyway; ``strict`` also refuses an honest model whose update would expose more of the
+client's batch than ``exposure.strict_fraction`` (the leakage audit, detect/exposure.py).
+Under every policy, a model that cannot be verified (unreadable, non-finite, wrong shapes,
 absurd values, expanded tensor views, more bytes than the client's model, any internal
 error) is never trained on. A configured detector that needs local data and got none makes
 the verdict unverified too: configure only data-free detectors to run without data.
@@ -23,7 +25,7 @@ from torch import nn
 
 from gradguard.data import Dataset
 from gradguard.detect.architecture import peak_abs
-from gradguard.detect.base import Context, Finding, Verdict
+from gradguard.detect.base import Context, Finding, Verdict, mismatch
 from gradguard.detect.thresholds import ConfigError, validate
 from gradguard.models.io import LIMIT_FACTOR, max_entries, state_bytes, view_problem
 
@@ -32,8 +34,14 @@ log = logging.getLogger("gradguard.detect")
 
 @dataclass(frozen=True)
 class GuardConfig:
-    policy: Literal["abstain", "warn"] = "abstain"
-    detectors: tuple[str, ...] = ("architecture", "forensics", "transmit-snr", "warmup+")
+    policy: Literal["abstain", "warn", "strict"] = "abstain"
+    detectors: tuple[str, ...] = (
+        "architecture",
+        "forensics",
+        "transmit-snr",
+        "warmup+",
+        "exposure",
+    )
     thresholds: Mapping[str, float] = field(default_factory=dict)
     stop_at_first: bool = True  # stop at the first decisive (flagging) detector
     options: Mapping[str, Mapping] = field(default_factory=dict)  # per-detector options
@@ -42,8 +50,8 @@ class GuardConfig:
         from gradguard.detect import DETECTORS
 
         valid = ", ".join(DETECTORS)
-        if self.policy not in ("abstain", "warn"):
-            raise ConfigError(f"unknown policy {self.policy!r}: abstain or warn")
+        if self.policy not in ("abstain", "warn", "strict"):
+            raise ConfigError(f"unknown policy {self.policy!r}: abstain, warn or strict")
         if isinstance(self.detectors, str) or not isinstance(self.detectors, (tuple, list)):
             raise ConfigError(f"detectors must be a tuple of names, got {self.detectors!r}")
         if not self.detectors:
@@ -92,10 +100,10 @@ class Guard:
             dict.fromkeys(self.config.detectors),
             key=lambda n: order.index(n) if n in order else len(order),
         )
-        self.detectors = [
-            get_detector(n, self.config.thresholds, **dict(self.config.options.get(n, {})))
-            for n in names
-        ]
+        options = {n: dict(self.config.options.get(n, {})) for n in names}
+        if self.config.policy == "strict" and "exposure" in options:
+            options["exposure"].setdefault("strict", True)
+        self.detectors = [get_detector(n, self.config.thresholds, **options[n]) for n in names]
         self.template = template
         self.data = None if data is None or _is_empty(data) else data
         # a received state may hold at most this many bytes (the client's model's, x2)
@@ -132,10 +140,15 @@ class Guard:
         )
         findings: list[Finding] = []
         per: dict[str, dict] = {}
-        malicious, verified, ran = False, True, []
+        malicious, verified, ran, stopped = False, True, [], False
         skipped: dict[str, str] = {}
         for det in self.detectors:
-            if malicious and self.config.stop_at_first:
+            # after a decisive flag only the exposure audit still runs (the client-terms number)
+            if stopped and not (
+                getattr(det, "runs_after_flag", False)
+                and verified
+                and not mismatch(received, self.template)
+            ):
                 skipped[det.name] = "not run: an earlier detector flagged the model"
                 continue
             if det.needs_data and self.data is None:
@@ -159,6 +172,8 @@ class Guard:
             }
             malicious |= v.malicious
             verified &= v.verified
+            if v.malicious and self.config.stop_at_first:
+                stopped = True
         no_data = [n for n, why in skipped.items() if why.startswith("needs local data")]
         if no_data and not malicious:
             # a configured check could not run: the model is not verified (fail closed)
@@ -176,6 +191,7 @@ class Guard:
         score = max((p["score"] for p in per.values()), default=0.0)
         if not verified:
             score = math.inf
+        exposure = "exposure" in per and "exposure" in per["exposure"]
         return Verdict(
             malicious,
             score,
@@ -183,7 +199,12 @@ class Guard:
             findings,
             "guard[" + ",".join(ran) + "]",
             verified,
-            {"detectors": per, "ran": ran, "skipped": skipped},
+            {
+                "detectors": per,
+                "ran": ran,
+                "skipped": skipped,
+                **({"exposure": per["exposure"]["exposure"]} if exposure else {}),
+            },
         )
 
     def allows(self, verdict: Verdict) -> bool:

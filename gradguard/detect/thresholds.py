@@ -34,6 +34,12 @@ DEFAULTS: dict[str, float] = {
     "warmup.z": 1.1e8,
     "warmup+.z": 360.0,
     "warmup-paper.z": 36.6,  # 2 x 18.3, the honest max on calibrate.py's 140 models
+    # exposure (leakage audit, probe batch of 64): provisional, from a small honest sample
+    "exposure.exposed_fraction": 0.45,  # samples any known decoder returns at >= 30 dB
+    "exposure.pair_fraction": 0.05,  # isolated by pairs cancelling >= 8x, 4+ classes
+    "exposure.silencing": 4.0,  # effective speakers by the head's errors / below the head
+    "exposure.rise": 0.15,  # exposed share above the last accepted model's
+    "exposure.strict_fraction": 0.05,  # policy "strict": own exposure above this abstains
 }
 
 # Fixed parameters of the statistics (not decision thresholds).

@@ -99,7 +99,7 @@ def honest_exposure(result, threshold_db: float) -> float:
         torch.Generator().manual_seed(0),
     )
     g = update.as_gradient()
-    features, _ = invert_rows(g[f"{name}.weight"], g[f"{name}.bias"], limit=batch)
+    features, _ = invert_rows(g[f"{name}.weight"], g[f"{name}.bias"])
     images = features.reshape(len(features), *result.originals.shape[1:]).clamp(0, 1)
     return match(result.originals, images).leaked(threshold_db) / batch
 

@@ -22,14 +22,22 @@ def adaptive(cls, model: str) -> dict:
     return {k: v for k, v in cls.adaptive.items() if model == "convnet" or k not in CONV_ONLY}
 
 
-def default_guard_verdict(result, model: str):
-    """The default Guard (architecture, forensics, transmit-snr, warmup+) on the digits
-    client's data, as ``gradguard scan`` runs it."""
+SIGNATURES = ("architecture", "forensics", "transmit-snr", "warmup+")
+
+
+def guard_verdict(result, model: str, detectors: tuple[str, ...] = SIGNATURES):
+    """A Guard of ``detectors`` (default: the signature checks the disguises were designed
+    against, the default Guard before the leakage audit) on the digits client's data."""
     local = train_test("digits", limit=1000)[0]
     width = result.manipulated.fc1.out_features
     template = build_model(model, local.image_shape, local.num_classes, width=width)
-    guard = Guard(GuardConfig(stop_at_first=False), template=template, data=local)
+    config = GuardConfig(detectors=detectors, stop_at_first=False)
+    guard = Guard(config, template=template, data=local)
     return guard.check({k: v.detach() for k, v in result.manipulated.state_dict().items()})
+
+
+def default_guard_verdict(result, model: str):
+    return guard_verdict(result, model, GuardConfig().detectors)
 
 
 @pytest.mark.parametrize("cls", [Imprint, Curious])
@@ -41,24 +49,26 @@ def test_dials_start_at_the_textbook_default(cls):
 
 
 @pytest.mark.parametrize("model", ["mlp", "convnet"])
-def test_adaptive_imprint_leaks_and_passes_the_default_guard(model):
+def test_adaptive_imprint_leaks_passes_the_signatures_and_the_audit_flags_it(model):
     r = run_attack(
         "imprint", dataset="digits", model=model, batch_size=16, **adaptive(Imprint, model)
     )
     assert r.leaked_fraction >= 0.4
-    verdict = default_guard_verdict(r, model)
+    verdict = guard_verdict(r, model)
     assert verdict.verified and not verdict.malicious, verdict.summary()
+    assert default_guard_verdict(r, model).malicious  # the leakage audit sees the leak
     if model == "convnet":
         assert float(transmit_ratio(r.manipulated.conv1.weight).max()) < 1
 
 
 @pytest.mark.parametrize("model", ["mlp", "convnet"])
-def test_adaptive_curious_leaks_and_passes_the_default_guard(model):
+def test_adaptive_curious_leaks_passes_the_signatures_and_the_audit_flags_it(model):
     opts = adaptive(Curious, model)
     r = run_attack("curious", dataset="digits", model=model, batch_size=16, neurons=256, **opts)
     assert r.leaked_fraction >= 0.4
-    verdict = default_guard_verdict(r, model)
+    verdict = guard_verdict(r, model)
     assert verdict.verified and not verdict.malicious, verdict.summary()
+    assert default_guard_verdict(r, model).malicious  # the leakage audit sees the leak
 
 
 def test_textbook_imprint_is_still_caught():

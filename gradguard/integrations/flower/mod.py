@@ -52,7 +52,7 @@ KEY_POLICY = "guard-policy"
 KEY_DETECTORS = "guard-detectors"
 KEY_THRESHOLDS = "guard-thresholds"
 GUARD_KEYS = (KEY_POLICY, KEY_DETECTORS, KEY_THRESHOLDS)
-POLICIES = ("abstain", "warn")
+POLICIES = ("warn", "abstain", "strict")  # from loosest to strictest
 _MAX_CACHED_GUARDS = 4
 
 TemplateFn = Callable[[Context], nn.Module]
@@ -78,7 +78,9 @@ def parse_guard_keys(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     if KEY_POLICY in config:
         policy = str(config[KEY_POLICY]).strip()
         if policy not in POLICIES:
-            raise GradguardError(f"{source} {KEY_POLICY}={policy!r}: expected abstain or warn")
+            raise GradguardError(
+                f"{source} {KEY_POLICY}={policy!r}: expected {', '.join(POLICIES)}"
+            )
         kw["policy"] = policy
     if KEY_DETECTORS in config:
         kw["detectors"] = tuple(
@@ -134,8 +136,8 @@ def tighten(own: Mapping[str, Any], run_config: Mapping[str, Any]) -> tuple[dict
     policy = kw.get("policy", GuardConfig.policy)
     if KEY_POLICY in run_config:
         asked = str(run_config[KEY_POLICY]).strip()
-        if asked == "abstain":
-            kw["policy"] = "abstain"
+        if asked in POLICIES and POLICIES.index(asked) > POLICIES.index(policy):
+            kw["policy"] = asked
         elif asked != policy:
             ignored.append(f"{KEY_POLICY}={asked!r} (the client's policy is {policy!r})")
     detectors = tuple(kw.get("detectors", GuardConfig().detectors))

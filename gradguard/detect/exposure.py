@@ -1,0 +1,411 @@
+"""Leakage audit: what the update this client would send reveals of its own batch.
+
+Before training, on a probe batch of the client's own data at its real batch size, one
+forward and one backward pass (batch norm in evaluation mode, so samples do not interact)
+give, for every layer, the per-sample gradient at its output ``G`` (N x K) and its input
+``X``. For a linear layer the update holds ``dW = G^T X`` and ``db = G^T 1``, so any
+combination ``a`` of units decodes ``(G a)^T X / (G a)^T 1``: the input of sample ``n``
+comes back exactly when ``G a`` is concentrated on ``n`` (seed 000, appendix A.1.1).
+
+- **Analytic exposure.** The known decoders are run on the client's own update: single
+  rows ``dW_i / db_i`` (trap weights, Boenisch et al.) and pairs
+  ``(dW_i - l dW_j) / (db_i - l db_j)`` with the least-squares ``l`` (imprint's adjacent
+  bins, Fowl et al., in any order and at any scale), pairs drawn from activation-pattern
+  neighbours (gradient-direction neighbours where the layer's units are dense). A sample
+  is exposed when one decoder returns its layer input at >= ``psnr_db`` dB (PSNR in the
+  input's own value range).
+- **Dominance** (fishing, Wen et al.; then inversion, seed 000 section 4.1). Per-sample
+  gradient norms ``|G_n| |X_n|`` of every layer below the head give the effective number
+  of samples that speak (participation ratio); the head's own error ``|p_n - y_n|`` says
+  how many should. A head that silences samples whose prediction is wrong is fishing.
+
+Honest layers expose samples too (a trained ``mlp`` at batch 64: rows that fire for one
+sample). That is reported as the client's own exposure, not as tampering: the detector
+flags what honest models of the same family do not reach (pairs isolate, far more rows
+isolate, a handful of samples speak while the others are silenced), or a rise over the
+last accepted model's exposure on the same probe. ``strict`` also flags the client's own
+exposure above ``exposure.strict_fraction``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from gradguard.detect.base import Context, Finding, Verdict, mismatch, unverifiable, verdict_from
+from gradguard.detect.thresholds import resolve
+
+#: Units whose output gradient is below this fraction of the layer's largest are silent.
+SILENT = 1e-7
+
+
+@dataclass
+class LayerExposure:
+    """The samples one linear layer's update gives back, and by which decoder."""
+
+    layer: str
+    by_rows: set[int] = field(default_factory=set)
+    by_pairs: set[int] = field(default_factory=set)  # exposed by a pair, not by any row
+    structured: set[int] = field(default_factory=set)  # by a pair cancelling many samples
+    best_db: list[float] = field(default_factory=list)  # per sample, best PSNR
+
+    @property
+    def exposed(self) -> set[int]:
+        return self.by_rows | self.by_pairs
+
+
+@dataclass
+class Probe:
+    """Everything one forward/backward pass on the probe batch tells."""
+
+    batch: int
+    layers: list[LayerExposure]
+    speakers: float  # effective number of samples speaking below the head (min over layers)
+    speakers_layer: str
+    should_speak: float  # effective number by the head's own error
+    top_share: float  # share of the update carried by the loudest sample
+
+    @property
+    def worst(self) -> LayerExposure | None:
+        return max(self.layers, key=lambda e: (len(e.exposed), len(e.structured)), default=None)
+
+    @property
+    def most_structured(self) -> LayerExposure | None:
+        return max(self.layers, key=lambda e: len(e.structured), default=None)
+
+
+def participation(s: torch.Tensor) -> float:
+    """``(sum s)^2 / sum s^2``: how many samples of strength ``s`` effectively speak."""
+    s = s.double()
+    den = float((s * s).sum())
+    return float(s.sum() ** 2 / den) if den > 0 else 0.0
+
+
+def _capture(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+    """Inputs and output gradients of the linear/conv layers called once that the audit
+    reads, and the logits, for ``model`` holding ``state`` in evaluation mode (the template
+    itself is not copied)."""
+    seen: dict[str, list] = {}
+    hooks = []
+
+    def hook(name):
+        def fn(_m, inp, out):
+            seen.setdefault(name, []).append((inp[0].detach(), out))
+
+        return fn
+
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            hooks.append(m.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    trainable = {k for k, _ in model.named_parameters()}
+    params = {k: v.detach().requires_grad_(k in trainable) for k, v in state.items()}
+    try:
+        logits = functional_call(model, params, (x,))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    once = {n: v[0] for n, v in seen.items() if len(v) == 1 and v[0][1].requires_grad}
+    # gradients only where they are read: linear layers on per-sample vectors (decoders)
+    # and the last weight layer below the head (dominance); the backward stops there
+    below_head = list(seen)[-2:-1]
+    once = {n: v for n, v in once.items() if v[0].dim() == 2 or n in below_head}
+    loss = F.cross_entropy(logits, y, reduction="sum")
+    grads = torch.autograd.grad(loss, [o for _, o in once.values()], allow_unused=True)
+    out = {}
+    for (name, (inp, _o)), g in zip(once.items(), grads, strict=True):
+        if g is not None:
+            out[name] = (inp, g.detach())
+    return out, logits.detach()
+
+
+def _neighbours(active: torch.Tensor, g: torch.Tensor, k: int) -> torch.Tensor:
+    """Candidate pairs (i, j), both orders. Units with the same firing set stand for one
+    another (one representative each); for each, the ``k`` representatives whose firing
+    set differs from its own by the fewest samples. Where most units fire for most samples
+    (no ReLU after the layer), the ``k`` closest non-parallel gradient directions."""
+    kk = g.shape[1]
+    a = active.float()
+    if float(a.mean()) < 0.5:
+        key = a.double().T @ torch.randn(
+            len(a), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
+        _, group = torch.unique(key, return_inverse=True)
+        rep = torch.full((int(group.max()) + 1,), kk).scatter_reduce(
+            0, group, torch.arange(kk), "amin"
+        )
+        a = a[:, rep]
+        size = a.sum(0)
+        score = 2 * (a.T @ a) - size[:, None] - size[None, :]  # minus the Hamming distance
+    else:
+        rep = torch.arange(kk)
+        gn = g / g.norm(dim=0).clamp_min(1e-30)
+        score = (gn.T @ gn).abs()
+        score[score > 1 - 1e-6] = 0.0
+    k = min(k, len(rep) - 1)
+    if k < 1:
+        return torch.zeros(0, 2, dtype=torch.long)
+    score.fill_diagonal_(-math.inf)
+    near = rep[torch.topk(score, k, dim=1).indices]
+    rows = rep[:, None].expand(-1, k)
+    pairs = torch.stack([rows, near], -1).reshape(-1, 2)
+    code = torch.unique(torch.cat([pairs[:, 0] * kk + pairs[:, 1], pairs[:, 1] * kk + pairs[:, 0]]))
+    return torch.stack([code // kk, code % kk], 1)
+
+
+def layer_exposure(
+    name: str,
+    x: torch.Tensor,
+    g: torch.Tensor,
+    psnr_db: float,
+    k: int = 2,
+    min_share: float = 0.3,
+    min_cancelled: float = 8.0,
+    labels: torch.Tensor | None = None,
+    min_classes: int = 4,
+) -> LayerExposure:
+    """Run the row and pair decoders on ``dW = G^T X``, ``db = G^T 1`` (N samples).
+
+    A decoder ``c`` (a combination of units, per-sample weights ``G c``) returns
+    ``sum_m w_m x_m`` with ``w = G c / sum(G c)``; its squared error against the sample it
+    weighs most comes from the Gram matrix of the inputs, without forming any image. A
+    pair counts as structured when the signal it cancels on the other samples is
+    ``min_cancelled`` times or more what it leaves on the isolated one, and the cancelled
+    samples with real signal come from ``min_classes`` or more classes: imprint bins cancel
+    every sample above the bin exactly, whatever its class; honest pairs before a narrow
+    head cancel samples whose head errors point the same way (mostly one class).
+    """
+    x, g = x.flatten(1).float(), g.float()
+    n, d = x.shape
+    result = LayerExposure(name, best_db=[-math.inf] * n)
+    lo, hi = float(x.min()), float(x.max())
+    peak = float(g.abs().max()) if g.numel() else 0.0
+    if hi - lo <= 0 or peak == 0:
+        return result
+    g = g[:, g.abs().amax(0) > SILENT * peak]
+    units = g.shape[1]
+    active = g.abs() > SILENT * peak
+    pairs = _neighbours(active, g, k)
+    gi, gj = g[:, pairs[:, 0]], g[:, pairs[:, 1]]
+    lam = (gi * gj).sum(0) / (gj * gj).sum(0).clamp_min(1e-30)
+    combos = torch.cat([g, gi - lam * gj], dim=1).T  # decoders x samples
+    magnitude = combos.abs()
+    share, top = magnitude.max(1)
+    mass = magnitude.sum(1).clamp_min(1e-30)
+    total = combos.sum(1)
+    keep = torch.nonzero((share / mass >= min_share) & (total.abs() > 1e-6 * mass)).flatten()
+    if len(keep) == 0:
+        return result
+    w = combos[keep] / total[keep, None]
+    top, share, is_pair = top[keep], share[keep], keep >= units
+    # signal a pair cancels: its first unit's gradient on every other sample, against what
+    # is left on the isolated one; and how many classes the cancelled samples with real
+    # signal come from (single rows cancel nothing)
+    cancelled = torch.zeros(len(keep))
+    classes = torch.zeros(len(keep), dtype=torch.long)
+    if bool(is_pair.any()):
+        first = gi[:, keep[is_pair] - units].T.abs()
+        first.scatter_(1, top[is_pair, None], 0.0)
+        cancelled[is_pair] = first.sum(1) / share[is_pair].clamp_min(1e-30)
+        if labels is not None:
+            loud = (first >= 0.25 * share[is_pair, None]).float()
+            onehot = F.one_hot(labels, int(labels.max()) + 1).float()
+            classes[is_pair] = ((loud @ onehot) > 0).sum(1)
+        else:
+            classes[is_pair] = min_classes
+    gram = x @ x.T
+    wg = w @ gram
+    err = (wg * w).sum(1) - 2 * wg.gather(1, top[:, None]).squeeze(1) + gram.diagonal()[top]
+    db = 10 * torch.log10((hi - lo) ** 2 * d / err.clamp_min(1e-20 * d))
+    best = torch.full((n,), -math.inf)
+    best.scatter_reduce_(0, top, db, "amax")
+    hit = db >= psnr_db
+    result.best_db = best.tolist()
+    result.by_rows = set(top[hit & ~is_pair].tolist())
+    result.by_pairs = set(top[hit].tolist()) - result.by_rows
+    built = is_pair & (cancelled >= min_cancelled) & (classes >= min_classes)
+    result.structured = set(top[hit & built].tolist())
+    return result
+
+
+def probe(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    psnr_db: float = 30.0,
+    k: int = 2,
+) -> Probe:
+    """The exposure of the batch ``(x, y)`` in the update of ``model`` holding ``state``."""
+    caught, logits = _capture(model, state, x, y)
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    head = linear[-1] if linear else None
+    layers = [
+        layer_exposure(name, inp, g, psnr_db, k, labels=y)
+        for name, (inp, g) in caught.items()
+        if inp.dim() == 2 and g.dim() == 2 and f"{name}.bias" in state
+    ]
+    speakers, where, top_share = float(len(x)), "-", 1.0 / len(x)
+    for name, (inp, g) in caught.items():
+        if name == head:
+            continue
+        s = g.flatten(1).norm(dim=1) * inp.flatten(1).norm(dim=1)
+        pr = participation(s)
+        if float(s.sum()) > 0 and pr < speakers:
+            speakers, where = pr, name
+            top_share = float(s.max() / s.sum())
+    error = (logits.softmax(1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)).norm(dim=1)
+    return Probe(len(x), layers, speakers, where, participation(error), top_share)
+
+
+class ExposureAudit:
+    """The leakage audit as a Guard detector (registry name ``exposure``)."""
+
+    name = "exposure"
+    needs_data = True
+    runs_after_flag = True  # the Guard runs it even after a cheaper detector flagged
+
+    def __init__(
+        self,
+        thresholds: Mapping[str, float] | None = None,
+        batch: int = 64,
+        psnr_db: float = 30.0,
+        neighbours: int = 2,
+        seed: int = 0,
+        strict: bool = False,
+    ) -> None:
+        self.t = resolve(self.name, thresholds)
+        self.batch, self.psnr_db, self.k, self.seed = batch, psnr_db, neighbours, seed
+        self.strict = strict
+        self._previous: tuple[tuple[int, float], Probe] | None = None
+
+    def _batch(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        assert ctx.data is not None
+        g = torch.Generator().manual_seed(self.seed)
+        idx = torch.randperm(len(ctx.data), generator=g)[: self.batch]
+        return ctx.data.x[idx], ctx.data.y[idx]
+
+    def measure(self, state: dict[str, torch.Tensor], ctx: Context) -> Probe:
+        x, y = self._batch(ctx)
+        return probe(ctx.template, state, x, y, self.psnr_db, self.k)
+
+    def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
+        start = time.perf_counter()
+        reason = mismatch(received, ctx.template)
+        if reason:
+            return unverifiable(self.name, reason, start)
+        findings, meta = self._judge(self.measure(received, ctx), ctx)
+        return verdict_from(self.name, findings, start, meta)
+
+    def _judge(self, p: Probe, ctx: Context):
+        t, n = self.t, p.batch
+        worst = p.worst
+        exposed = len(worst.exposed) if worst else 0
+        pairs = len(worst.by_pairs) if worst else 0
+        layer = worst.layer if worst else "-"
+        built = p.most_structured
+        structured = len(built.structured) if built else 0
+        findings = [
+            Finding(
+                "exposure.isolated",
+                layer,
+                exposed / n,
+                t["exposed_fraction"],
+                f"{exposed} of {n} samples come back at >= {self.psnr_db:g} dB "
+                f"({len(worst.by_rows) if worst else 0} by single rows, {pairs} by row pairs)",
+                exposed / n >= t["exposed_fraction"],
+            ),
+            Finding(
+                "exposure.pairs",
+                built.layer if built else "-",
+                structured / n,
+                t["pair_fraction"],
+                f"{structured} of {n} samples isolated by differencing two units that cancel "
+                "8x or more of that sample's signal on samples of 4+ classes: the layer is "
+                "built to separate samples (imprint bins)",
+                structured / n >= t["pair_fraction"],
+            ),
+        ]
+        silenced = p.should_speak / max(p.speakers, 1e-9)
+        findings.append(
+            Finding(
+                "exposure.silencing",
+                p.speakers_layer,
+                silenced,
+                t["silencing"],
+                f"{p.speakers:.2g} effective samples carry the update below the head (the "
+                f"loudest {p.top_share:.0%}) where the head's errors say {p.should_speak:.3g} "
+                "should: the others are silenced (fishing)",
+                silenced >= t["silencing"],
+            )
+        )
+        rise = None
+        if ctx.previous is not None and mismatch(ctx.previous, ctx.template) == "":
+            key = (id(ctx.previous), sum(float(v.sum()) for v in ctx.previous.values()))
+            if self._previous is None or self._previous[0] != key:
+                self._previous = (key, self.measure(ctx.previous, ctx))
+            before = self._previous[1].worst
+            rise = (exposed - (len(before.exposed) if before else 0)) / n
+            findings.append(
+                Finding(
+                    "exposure.rise",
+                    layer,
+                    rise,
+                    t["rise"],
+                    f"exposure rose by {rise * n:.0f} of {n} samples over the last accepted "
+                    "model on the same batch",
+                    rise >= t["rise"],
+                )
+            )
+        tampered = any(f.flagged for f in findings)
+        if self.strict and not tampered:
+            findings.append(
+                Finding(
+                    "exposure.own",
+                    layer,
+                    exposed / n,
+                    t["strict_fraction"],
+                    f"your own setup exposes {exposed} of {n} samples (strict policy: above "
+                    f"{t['strict_fraction']:.0%})",
+                    exposed / n > t["strict_fraction"],
+                )
+            )
+        sentence = (
+            f"this round would expose {exposed} of your {n} images at >= {self.psnr_db:g} dB"
+            f" ({layer}: {len(worst.by_rows) if worst else 0} by single rows, {pairs} by row "
+            "pairs)"
+            if exposed
+            else f"this round exposes none of your {n} images to the known decoders"
+        )
+        if tampered:
+            sentence += " [tampered]"
+        elif exposed:
+            sentence += " [not flagged as tampering: your own setup's exposure]"
+        meta = {
+            "exposure": {
+                "exposed": exposed,
+                "batch": n,
+                "psnr_db": self.psnr_db,
+                "layer": layer,
+                "by_rows": len(worst.by_rows) if worst else 0,
+                "by_pairs": pairs,
+                "structured_pairs": structured,
+                "speakers": p.speakers,
+                "should_speak": p.should_speak,
+                "top_share": p.top_share,
+                "rise": rise,
+                "tampered": tampered,
+                "sentence": sentence,
+                "layers": {e.layer: len(e.exposed) for e in p.layers},
+            }
+        }
+        return findings, meta
