@@ -25,12 +25,13 @@ import torch
 from gradguard.attacks.inversion.inverting import invert
 from gradguard.attacks.run import build_attack, run_attack
 from gradguard.data import Dataset, train_test
-from gradguard.detect import DETECTORS, Guard, GuardConfig
+from gradguard.detect import DETECTORS, Guard, GuardConfig, get_detector
 from gradguard.fl import LocalTraining, local_update
 from gradguard.metrics import match
 from gradguard.models import build_model
 
 RESULTS = Path(__file__).parent / "results"
+DRAWS = 20  # local samples (detector seeds) for the flag rates of D-SNR and warmup+
 ATTACKS = ("fishing-class", "fishing-feature")
 
 
@@ -41,6 +42,19 @@ def variants(name: str, only_adaptive: bool) -> list[tuple[str, dict]]:
         for dial, values in klass.dials.items():
             out += [(f"{dial}={v:g}", {dial: v}) for v in values[1:]]
     out.append(("adaptive", dict(klass.adaptive)))
+    return out
+
+
+def flag_rates(state, template, local, draws: int) -> dict[str, float]:
+    """Share of ``draws`` random local samples (detector seeds) on which D-SNR and warmup+
+    flag: both look at 32 local images, so whether a target sample is among them is luck."""
+    from gradguard.detect.base import Context
+
+    ctx = Context(template, local, None, None)
+    out = {}
+    for name in ("dsnr", "warmup+"):
+        hits = [get_detector(name, seed=s).inspect(state, ctx).malicious for s in range(draws)]
+        out[name] = sum(hits) / draws
     return out
 
 
@@ -85,6 +99,9 @@ def run_case(name, dataset, model, batch, seed, iterations, label, options) -> d
     hm = match(r.originals, honest_images)
     state = {k_: v.detach() for k_, v in r.manipulated.state_dict().items()}
     det = detectors(state, model, dataset)
+    local = train_test(dataset, limit=1000)[0]
+    template = build_model(model, local.image_shape, local.num_classes)
+    rates = flag_rates(state, template, local, DRAWS)
     best = int(r.match.psnr.argmax()) if len(r.match.psnr) else None
     return {
         "attack": name,
@@ -103,6 +120,7 @@ def run_case(name, dataset, model, batch, seed, iterations, label, options) -> d
         "honest_psnr_best": float(hm.psnr.max()),
         "honest_ssim_best": float(hm.ssim[int(hm.psnr.argmax())]),
         "flagged_by": [d for d, v in det.items() if v["flagged"]],
+        "flag_rate": rates,
         "detectors": det,
     }
 
@@ -123,9 +141,9 @@ def _flags(row: dict) -> str:
 def markdown(rows: list[dict]) -> str:
     head = (
         "| attack | variant | target PSNR / SSIM | honest PSNR / SSIM | targets (inverted) "
-        "| flagged by (checks) | D-SNR | bias ext. | warmup+ Z |"
+        "| flagged by (checks) | D-SNR | bias ext. | warmup+ Z/360 | D-SNR / warmup+ flag rate |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         d = r["detectors"]
         bias = d["forensics"]["checks"].get("forensics.bias", float("nan"))
@@ -134,7 +152,8 @@ def markdown(rows: list[dict]) -> str:
             f"{r['honest_psnr_best']:.1f} / {r['honest_ssim_best']:.2f} | "
             f"{r['targets_in_batch']} ({r['images']} inv.) | "
             f"{_flags(r) or 'none'} | {d['dsnr']['score']:.3g} | "
-            f"{bias:.3g} | {d['warmup+']['score']:.3g} |"
+            f"{bias:.3g} | {d['warmup+']['score']:.3g} | "
+            f"{r['flag_rate']['dsnr']:.0%} / {r['flag_rate']['warmup+']:.0%} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -101,19 +101,13 @@ class ClassFishing(_InvertsFishedGradient):
     name = "fishing-class"
     threat_model = _THREAT
     dials: ClassVar[dict[str, tuple]] = {
-        "row_scale": (0.0, 1e-3, 1e-2, 1e-1),
-        "bias": (1000.0, 10.0, 0.0),
-        "gap": (0.0, 10.0, 20.0),
-        "common_row": (0.0, 0.05, 0.5, 5.0),
-        "common_bias": (0.0, 1.0, 5.0),
+        "row_scale": (0.0, 1e-2, 1e-1, 0.15),
+        "bias": (1000.0, 10.0, 5.0),
+        "common_row": (0.0, 0.6, 1.75),
+        "gap": (0.0, 3.0, 10.0),
+        "common_bias": (0.0, 1.0),
     }
-    adaptive: ClassVar[dict[str, Any]] = {
-        "row_scale": 1e-2,
-        "bias": 0.2,
-        "gap": 10.0,
-        "common_row": 0.1,
-        "common_bias": 1.0,
-    }
+    adaptive: ClassVar[dict[str, Any]] = {"row_scale": 0.15, "common_row": 1.75, "bias": 5.0}
 
     def manipulate(self, model: nn.Module, aux: Dataset) -> tuple[nn.Module, dict[str, Any]]:
         fished = copy.deepcopy(model)
@@ -184,20 +178,18 @@ class FeatureFishing(_InvertsFishedGradient):
     name = "fishing-feature"
     threat_model = _THREAT
     dials: ClassVar[dict[str, tuple]] = {
-        "row_scale": (0.0, 1e-3, 1e-2, 1e-1),
+        "row_scale": (0.0, 1e-2, 1e-1, 0.3),
         "multiplier": (16.0, 8.0, 4.0),
         "speakers": (1.0, 2.0, 4.0),
         "gate_bias": (1.0, 0.5, 0.0),
-        "common_row": (0.0, 0.05, 0.5, 5.0),
-        "common_bias": (0.0, 1.0, 5.0),
+        "common_row": (0.0, 1.0, 3.0),
+        "common_bias": (0.0, 1.0),
     }
     adaptive: ClassVar[dict[str, Any]] = {
-        "row_scale": 1e-2,
-        "multiplier": 16.0,
-        "speakers": 4.0,
+        "row_scale": 0.3,
+        "common_row": 3.0,
         "gate_bias": 0.0,
-        "common_row": 0.1,
-        "common_bias": 1.0,
+        "multiplier": 4.0,
     }
 
     def manipulate(self, model: nn.Module, aux: Dataset) -> tuple[nn.Module, dict[str, Any]]:
