@@ -31,16 +31,16 @@ from gradguard.metrics import match
 from gradguard.models import build_model
 
 RESULTS = Path(__file__).parent / "results"
-DRAWS = 20  # local samples (detector seeds) for the flag rates of D-SNR and warmup+
 ATTACKS = ("fishing-class", "fishing-feature")
 
 
-def variants(name: str, only_adaptive: bool) -> list[tuple[str, dict]]:
+def variants(name: str, only_adaptive: bool, last_only: bool) -> list[tuple[str, dict]]:
     klass = type(build_attack(name, 64))
     out = [("textbook", {})]
     if not only_adaptive:
         for dial, values in klass.dials.items():
-            out += [(f"{dial}={v:g}", {dial: v}) for v in values[1:]]
+            chosen = values[-1:] if last_only else values[1:]
+            out += [(f"{dial}={v:g}", {dial: v}) for v in chosen]
     out.append(("adaptive", dict(klass.adaptive)))
     return out
 
@@ -78,7 +78,7 @@ def detectors(state, model: str, dataset: str) -> dict[str, dict]:
     return out
 
 
-def run_case(name, dataset, model, batch, seed, iterations, label, options) -> dict:
+def run_case(name, dataset, model, batch, seed, iterations, label, options, draws=20) -> dict:
     r = run_attack(
         name, dataset, model, batch_size=batch, seed=seed, iterations=iterations, **options
     )
@@ -101,7 +101,7 @@ def run_case(name, dataset, model, batch, seed, iterations, label, options) -> d
     det = detectors(state, model, dataset)
     local = train_test(dataset, limit=1000)[0]
     template = build_model(model, local.image_shape, local.num_classes)
-    rates = flag_rates(state, template, local, DRAWS)
+    rates = flag_rates(state, template, local, draws)
     best = int(r.match.psnr.argmax()) if len(r.match.psnr) else None
     return {
         "attack": name,
@@ -121,6 +121,7 @@ def run_case(name, dataset, model, batch, seed, iterations, label, options) -> d
         "honest_ssim_best": float(hm.ssim[int(hm.psnr.argmax())]),
         "flagged_by": [d for d, v in det.items() if v["flagged"]],
         "flag_rate": rates,
+        "draws": draws,
         "detectors": det,
     }
 
@@ -166,12 +167,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--attack", default=None, choices=ATTACKS)
-    p.add_argument("--only-adaptive", action="store_true")
+    p.add_argument("--only-adaptive", action="store_true", help="textbook and adaptive only")
+    p.add_argument("--last-only", action="store_true", help="each dial at its last value only")
+    p.add_argument("--draws", type=int, default=20, help="detector seeds for the flag rates")
     args = p.parse_args()
     torch.set_num_threads(1)
     rows = []
     for name in [args.attack] if args.attack else ATTACKS:
-        for label, options in variants(name, args.only_adaptive):
+        for label, options in variants(name, args.only_adaptive, args.last_only):
             row = run_case(
                 name,
                 args.dataset,
@@ -181,12 +184,14 @@ def main() -> None:
                 args.iterations,
                 label,
                 options,
+                args.draws,
             )
             rows.append(row)
             print(markdown([row]).splitlines()[-1], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"fishing_disguises-{args.dataset}-{args.model}-b{args.batch}"
     stem += f"-{args.attack}" if args.attack else ""
+    stem += "-adaptive" if args.only_adaptive else ("-last" if args.last_only else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=1))
     (RESULTS / f"{stem}.md").write_text(markdown(rows))
     print(markdown(rows))
