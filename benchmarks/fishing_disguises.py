@@ -191,6 +191,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"fishing_disguises-{args.dataset}-{args.model}-b{args.batch}"
     stem += f"-{args.attack}" if args.attack else ""
+    stem += f"-seed{args.seed}" if args.seed else ""
     stem += "-adaptive" if args.only_adaptive else ("-last" if args.last_only else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=1))
     (RESULTS / f"{stem}.md").write_text(markdown(rows))
