@@ -1,6 +1,7 @@
 """Fishing (Wen et al. 2022) on digits: the fished gradient isolates the target class."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -8,7 +9,10 @@ from torch.nn import functional as F
 
 from gradguard.attacks import get_attack
 from gradguard.attacks.inversion.inverting import invert
+from gradguard.attacks.server.fishing import ClassFishing, FeatureFishing
 from gradguard.data import train_test
+from gradguard.detect import Guard, GuardConfig
+from gradguard.detect.forensics import fishing as forensic_fishing
 from gradguard.errors import GradguardError
 from gradguard.fl.client import LocalTraining, local_update
 from gradguard.metrics import match
@@ -91,3 +95,91 @@ def test_bad_target_is_one_clear_error(setup):
     _, test, model, _ = setup
     with pytest.raises(GradguardError, match="target class 12"):
         get_attack("fishing-class", target_class=12).manipulate(model, test)
+
+
+# --- adaptive (white-box) disguises -------------------------------------------------------
+
+DETECTORS = ("architecture", "forensics", "transmit-snr", "warmup+", "dsnr")
+
+
+def _verdicts(model, fished, local) -> dict[str, bool]:
+    """Each detector of the default Guard, and D-SNR, on ``fished``: flagged or not."""
+    state = {k: v.detach() for k, v in fished.state_dict().items()}
+    guard = Guard(GuardConfig(detectors=DETECTORS, stop_at_first=False), model, local)
+    verdict = guard.check(state)
+    assert verdict.verified
+    return {name: v["malicious"] for name, v in verdict.metadata["detectors"].items()}
+
+
+@pytest.mark.parametrize("klass", [ClassFishing, FeatureFishing])
+def test_dials_start_at_the_textbook_value(klass):
+    fields = {f.name: f.default for f in dataclasses.fields(klass)}
+    for dial, values in klass.dials.items():
+        assert values[0] == fields[dial], dial
+    assert set(klass.adaptive) <= set(fields)
+
+
+@pytest.fixture(scope="module")
+def adaptive_class(setup):
+    train, test, model, batch = setup
+    attack = get_attack("fishing-class", target_class=0, **ClassFishing.adaptive)
+    fished, secrets = attack.manipulate(model, test)
+    return fished, secrets
+
+
+def test_adaptive_class_fishing_passes_the_guard_and_dsnr(setup, adaptive_class):
+    train, _, model, _ = setup
+    fished, _ = adaptive_class
+    assert forensic_fishing.zero_rows(fished.head.weight) == 0
+    assert forensic_fishing.bias_extremity(fished.head.weight, fished.head.bias) < 10
+    assert not any(_verdicts(model, fished, train.subset(torch.arange(1000))).values())
+
+
+def test_adaptive_class_fishing_still_isolates_the_target_class(setup, adaptive_class):
+    _, _, model, batch = setup
+    fished, secrets = adaptive_class
+    only = batch.subset(torch.nonzero(batch.y == 0).flatten())
+
+    def cosine_with_target_only(m) -> float:
+        g = _fedsgd(m, batch).as_gradient()["conv1.weight"]
+        g_only = _fedsgd(m, only).as_gradient()["conv1.weight"]
+        return float(F.cosine_similarity(g.flatten(), g_only.flatten(), dim=0))
+
+    assert cosine_with_target_only(fished) > 0.8 > cosine_with_target_only(model) + 0.5
+    attack = get_attack("fishing-class", images=1, iterations=120, **ClassFishing.adaptive)
+    rec = attack.reconstruct(_fedsgd(fished, batch), secrets)
+    assert rec.info["target_count"] == len(only)
+    fished_psnr = float(match(batch.x, rec.images).psnr.max())
+    honest, _ = invert(
+        model, _fedsgd(model, batch).as_gradient(), torch.tensor([0]), (1, 1, 8, 8), attack.config()
+    )
+    assert fished_psnr >= 16.0 and fished_psnr > float(match(batch.x, honest).psnr.max()) + 5
+
+
+def test_adaptive_feature_fishing_isolates_and_passes(setup):
+    train, test, model, batch = setup
+    options = {**FeatureFishing.adaptive, "batch_size": 32, "train_steps": 60, "iterations": 120}
+    attack = get_attack("fishing-feature", **options)
+    fished, secrets = attack.manipulate(model, test)
+    assert forensic_fishing.zero_rows(fished.head.weight) == 0
+    assert not any(_verdicts(model, fished, train.subset(torch.arange(1000))).values())
+    # One target sample's gradient dominates every non-target sample's.
+    norms = []
+    for i in range(len(batch)):
+        fished.zero_grad()
+        F.cross_entropy(fished(batch.x[i : i + 1]), batch.y[i : i + 1]).backward()
+        norms.append(float(fished.fc1.weight.grad.norm()))
+    norms = torch.tensor(norms)
+    is_t = batch.y == secrets["target_class"]
+    assert bool(is_t[norms.argmax()]) and float(norms[~is_t].max()) < 0.25 * float(norms.max())
+    rec = attack.reconstruct(_fedsgd(fished, batch), secrets)
+    base = secrets["base_model"]
+    honest, _ = invert(
+        base,
+        _fedsgd(base, batch).as_gradient(),
+        torch.tensor([secrets["target_class"]]),
+        (1, 1, 8, 8),
+        attack.config(),
+    )
+    fished_psnr = float(match(batch.x, rec.images).psnr.max())
+    assert fished_psnr >= 16.0 and fished_psnr > float(match(batch.x, honest).psnr.max()) + 5
