@@ -44,15 +44,22 @@ class Family:
     batch: int = 64
     options: dict[str, Any] = field(default_factory=dict)
     leak: str = "leaked_fraction"  # or "psnr_max": the best matched image (fishing)
+    skip_dials: tuple[str, ...] = ()  # dials that do nothing on this model
+
+
+#: Dials that only act on convolutions (the pass-through): no-ops on ``mlp``.
+CONV_DIALS = ("conv_mix", "honest_channels")
 
 
 def default_families(dataset: str = "digits", quick: bool = False) -> tuple[Family, ...]:
     """Every malicious-server family with dials: analytic attacks at batch 64, fishing at 8."""
     iters = {"iterations": 150 if quick else 500}
     fams = [
-        Family("imprint/mlp", "imprint", "mlp", dataset, 64, {"bins": 256}),
+        Family("imprint/mlp", "imprint", "mlp", dataset, 64, {"bins": 256}, skip_dials=CONV_DIALS),
         Family("imprint/convnet", "imprint", "convnet", dataset, 64, {"bins": 256}),
-        Family("curious/mlp", "curious", "mlp", dataset, 64, {"neurons": 1000}),
+        Family(
+            "curious/mlp", "curious", "mlp", dataset, 64, {"neurons": 1000}, skip_dials=CONV_DIALS
+        ),
         Family("curious/convnet", "curious", "convnet", dataset, 64, {"neurons": 1000}),
         Family("fishing-class/mlp", "fishing-class", "mlp", dataset, 8, iters, "psnr_max"),
         Family("fishing-feature/mlp", "fishing-feature", "mlp", dataset, 8, iters, "psnr_max"),
@@ -71,13 +78,16 @@ def points(fam: Family, quick: bool = False) -> list[tuple[str, Any, dict[str, A
     dials: dict[str, tuple] = dict(getattr(klass, "dials", {}) or {})
     out: list[tuple[str, Any, dict[str, Any]]] = [("textbook", None, {})]
     for dial, values in dials.items():
+        if dial in fam.skip_dials:
+            continue
         vals = list(values[1:])
         if quick and len(vals) > 2:
             vals = [vals[0], vals[-1]]
         out += [(dial, v, {dial: v}) for v in vals]
     adaptive = getattr(klass, "adaptive", None)
     if adaptive:
-        out.append(("adaptive", "", dict(adaptive)))
+        chosen = {k: v for k, v in adaptive.items() if k not in fam.skip_dials}
+        out.append(("adaptive", "", chosen))
     return out
 
 
