@@ -44,6 +44,7 @@ CHECK_TO_KEY = {
     "exposure.pairs": "exposure.pair_fraction",
     "exposure.silencing": "exposure.silencing",
     "exposure.rise": "exposure.rise",
+    "exposure.head": "exposure.head_collapse",
 }
 
 # the smallest sensible threshold of each key (anchor or structural minimum)
@@ -64,6 +65,7 @@ FLOORS = {
     "exposure.pair_fraction": 0.05,  # 3 of 64 samples
     "exposure.silencing": 2.0,
     "exposure.rise": 0.1,
+    "exposure.head_collapse": 0.3,
 }
 # keys whose honest maximum sits close to what attacks reach get a smaller margin
 MARGINS = {"exposure.exposed_fraction": 1.2}

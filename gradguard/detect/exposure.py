@@ -89,6 +89,25 @@ def participation(s: torch.Tensor) -> float:
     return float(s.sum() ** 2 / den) if den > 0 else 0.0
 
 
+def head_collapse(weight: torch.Tensor) -> float:
+    """``1 - PR(s) / (C - 1)`` for the singular values ``s`` of the head's centred rows.
+
+    The gradient a sample sends below a softmax head is ``W^T (p - y)``; adding one row to
+    every row changes nothing (``sum(p - y) = 0``), so only the centred rows ``W - mean``
+    matter. If they span all ``C - 1`` directions, a sample is silent only when ``p = y``
+    (it is confidently right). Fishing silences wrong samples, so it must collapse the
+    centred head onto few directions (Wen et al. 2022: one row kept). 0 for an evenly
+    spread head, close to 1 when one direction is left.
+    """
+    w = weight.detach().double()
+    c = w.shape[0]
+    if c < 3 or w.ndim != 2:
+        return 0.0
+    s = torch.linalg.svdvals(w - w.mean(0, keepdim=True))[: c - 1]
+    den = float((s * s).sum())
+    return 1.0 - (float(s.sum() ** 2) / den) / (c - 1) if den > 0 else 1.0
+
+
 def _capture(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
     """Inputs and output gradients of the linear/conv layers called once that the audit
     reads, and the logits, for ``model`` holding ``state`` in evaluation mode (the template
@@ -320,10 +339,10 @@ class ExposureAudit:
         reason = mismatch(received, ctx.template)
         if reason:
             return unverifiable(self.name, reason, start)
-        findings, meta = self._judge(self.measure(received, ctx), ctx)
+        findings, meta = self._judge(self.measure(received, ctx), ctx, received)
         return verdict_from(self.name, findings, start, meta)
 
-    def _judge(self, p: Probe, ctx: Context):
+    def _judge(self, p: Probe, ctx: Context, received: dict[str, torch.Tensor]):
         t, n = self.t, p.batch
         worst = p.worst
         exposed = len(worst.exposed) if worst else 0
@@ -358,6 +377,24 @@ class ExposureAudit:
                 structured / n >= t["pair_fraction"],
             ),
         ]
+        head = [n for n, m in ctx.template.named_modules() if isinstance(m, nn.Linear)][-1:]
+        if head and f"{head[0]}.weight" in received:
+            collapse = head_collapse(received[f"{head[0]}.weight"])
+            findings.append(
+                Finding(
+                    "exposure.head",
+                    head[0],
+                    collapse,
+                    t["head_collapse"],
+                    f"the head passes back errors along {(1 - collapse):.0%} of its class "
+                    "directions: samples the model gets wrong are silenced, so the update "
+                    "comes from few samples (fishing)"
+                    if collapse >= t["head_collapse"]
+                    else f"the head passes back errors along {(1 - collapse):.0%} of its "
+                    "class directions",
+                    collapse >= t["head_collapse"],
+                )
+            )
         silenced = p.should_speak / max(p.speakers, 1e-9)
         findings.append(
             Finding(

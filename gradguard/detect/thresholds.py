@@ -38,7 +38,9 @@ DEFAULTS: dict[str, float] = {
     "exposure.exposed_fraction": 0.45,  # samples any known decoder returns at >= 30 dB
     "exposure.pair_fraction": 0.05,  # isolated by pairs cancelling >= 8x, 4+ classes
     "exposure.silencing": 4.0,  # effective speakers by the head's errors / below the head
-    "exposure.rise": 0.15,  # exposed share above the last accepted model's
+    "exposure.rise": 0.15,
+    # 1 - effective rank / (C - 1) of the head's centred rows (honest <= 0.17 measured)
+    "exposure.head_collapse": 0.4,  # exposed share above the last accepted model's
     "exposure.strict_fraction": 0.05,  # policy "strict": own exposure above this abstains
 }
 

@@ -53,7 +53,7 @@ CONV_DIALS = ("conv_mix", "honest_channels")
 
 def default_families(dataset: str = "digits", quick: bool = False) -> tuple[Family, ...]:
     """Every malicious-server family with dials: analytic attacks at batch 64, fishing at 8."""
-    iters = {"iterations": 150 if quick else 500}
+    iters = {"iterations": 100 if quick else 200}
     fams = [
         Family("imprint/mlp", "imprint", "mlp", dataset, 64, {"bins": 256}, skip_dials=CONV_DIALS),
         Family("imprint/convnet", "imprint", "convnet", dataset, 64, {"bins": 256}),
@@ -61,10 +61,12 @@ def default_families(dataset: str = "digits", quick: bool = False) -> tuple[Fami
             "curious/mlp", "curious", "mlp", dataset, 64, {"neurons": 1000}, skip_dials=CONV_DIALS
         ),
         Family("curious/convnet", "curious", "convnet", dataset, 64, {"neurons": 1000}),
-        Family("fishing-class/mlp", "fishing-class", "mlp", dataset, 8, iters, "psnr_max"),
-        Family("fishing-feature/mlp", "fishing-feature", "mlp", dataset, 8, iters, "psnr_max"),
+        Family("fishing-class/convnet", "fishing-class", "convnet", dataset, 64, iters, "psnr_max"),
+        Family(
+            "fishing-feature/convnet", "fishing-feature", "convnet", dataset, 64, iters, "psnr_max"
+        ),
     ]
-    return tuple(f for f in fams if not quick or f.model == "mlp")
+    return tuple(f for f in fams if not quick or f.model == "mlp" or f.leak == "psnr_max")
 
 
 def attack_class(name: str):
@@ -89,6 +91,21 @@ def points(fam: Family, quick: bool = False) -> list[tuple[str, Any, dict[str, A
         chosen = {k: v for k, v in adaptive.items() if k not in fam.skip_dials}
         out.append(("adaptive", "", chosen))
     return out
+
+
+def honest_inversion_psnr(result) -> float:
+    """Best matched PSNR of the same inversion (images, labels, iterations) run on the
+    gradient of the model before the head was rewritten (fishing's honest baseline)."""
+    from gradguard.attacks.inversion.inverting import invert
+
+    base = result.secrets["base_model"]
+    k = max(1, len(result.reconstruction.images))
+    batch = _Batch(result.originals, result.labels)
+    g = local_update(base, batch, LocalTraining(batch_size=len(batch), fedsgd=True))
+    labels = torch.full((k,), int(result.secrets["target_class"]))
+    shape = (k, *result.originals.shape[1:])
+    images, _ = invert(base, g.as_gradient(), labels, shape, result.attacker.config())
+    return float(match(result.originals, images).psnr.max())
 
 
 def honest_exposure(result, threshold_db: float) -> float:
@@ -173,6 +190,8 @@ def run_point(
     }
     if dial == "textbook":
         row["honest_leaked_fraction"] = honest_exposure(result, threshold_db)
+        if isinstance(result.secrets, dict) and "base_model" in result.secrets:
+            row["honest_psnr_max"] = honest_inversion_psnr(result)
         honest_state = {k: v.detach() for k, v in result.honest.state_dict().items()}
         honest = inspect_all(honest_state, copy.deepcopy(result.honest), local, detectors)
         row["honest_scores"] = {n: o.score for n, o in honest.items()}
@@ -226,11 +245,9 @@ def run(config: FrontierConfig, show_progress: bool = True) -> dict[str, Any]:
 
 def evasions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Points that leak more than the honest model yet pass a detector (score < 1)."""
-    honest = {
-        r["family"]: r.get("honest_leaked_fraction", 0.0)
-        for r in rows
-        if r.get("dial") == "textbook" and "error" not in r
-    }
+    textbook = [r for r in rows if r.get("dial") == "textbook" and "error" not in r]
+    honest = {r["family"]: r.get("honest_leaked_fraction", 0.0) for r in textbook}
+    honest_db = {r["family"]: r.get("honest_psnr_max", 15.0) for r in textbook}
     out = []
     for r in rows:
         if "error" in r:
@@ -238,7 +255,7 @@ def evasions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         leaks = (
             r["leaked_fraction"] > honest.get(r["family"], 0.0)
             if r.get("leaked_fraction", 0) > 0
-            else r["psnr_max"] >= 20.0
+            else r["psnr_max"] >= honest_db.get(r["family"], 15.0) + 5.0
         )
         if not leaks:
             continue
@@ -264,7 +281,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"Leakage: the attack's own decoder, Hungarian-matched, >= {result['threshold_db']:g} dB "
         "(`psnr_max`: best matched image, fishing). Cells: detector score = value / threshold "
         "(>= 1 flags; `F` flagged). `honest`: the honest model of the same architecture and "
-        "batch (per-row decoder exposure; detector scores).\n",
+        "batch (per-row decoder exposure; for fishing the same inversion on the honest "
+        "gradient; detector scores). A fishing point leaks when its best image is 5 dB or "
+        "more above the honest inversion.\n",
     ]
     headers = ["family", "dial", "value", "leaked", "psnr_max", *dets]
     table = []
@@ -279,7 +298,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                     "honest",
                     "",
                     f"{r['honest_leaked_fraction']:.2f}",
-                    "",
+                    f"{r['honest_psnr_max']:.1f}" if "honest_psnr_max" in r else "",
                     *(_cell(r["honest_scores"][d], r["honest_flagged"][d]) for d in dets),
                 ]
             )
@@ -341,8 +360,10 @@ def plot(result: dict[str, Any], path: str) -> None:
             ys = [max(min(r["scores"][d], 1e9), 1e-4) for r in fr]
             ax.scatter(xs, ys, s=18, color=colours(i % 10), label=d, alpha=0.8)
         ax.axhline(1.0, color="k", lw=1, ls="--")
-        if key == "leaked_fraction" and honest:
-            ax.axvline(honest, color="grey", lw=1, ls=":")
+        if key == "psnr_max":
+            honest = next((r.get("honest_psnr_max") for r in fr if r["dial"] == "textbook"), 0)
+        if honest:
+            ax.axvline(honest, color="grey", lw=1, ls=":", label="honest")
         ax.set_yscale("log")
         ax.set_title(fam, fontsize=10)
         ax.set_xlabel("leaked fraction (>= 30 dB)" if key == "leaked_fraction" else "best dB")

@@ -170,3 +170,17 @@ def test_guard_names_the_exposure_after_a_cheaper_detector_flags(honest, imprint
     arch, _ = get_attack("imprint-arch", bins=8).manipulate(honest["mlp"], aux)
     w = guard.check(arch.state_dict())
     assert w.detector == "guard[architecture]" and w.malicious and "exposure" not in w.metadata
+
+
+def test_head_collapse_separates_fishing_heads_from_honest_ones():
+    """Fishing must silence wrong samples, so the centred head keeps few directions; an
+    honest head keeps its C - 1 (measured: honest <= 0.17, adaptive fishing >= 0.52)."""
+    from gradguard.attacks.run import run_attack
+    from gradguard.attacks.server.fishing import ClassFishing, FeatureFishing
+    from gradguard.detect.exposure import head_collapse
+
+    for name, cls in (("fishing-class", ClassFishing), ("fishing-feature", FeatureFishing)):
+        for opts in ({}, dict(cls.adaptive)):
+            r = run_attack(name, "digits", "mlp", batch_size=16, iterations=1, **opts)
+            assert head_collapse(r.manipulated.head.weight) >= 0.4, (name, opts)
+            assert head_collapse(r.honest.head.weight) < 0.2
