@@ -190,7 +190,7 @@ def layer_exposure(
     k: int = 2,
     min_share: float = 0.3,
     min_cancelled: float = 8.0,
-    labels: torch.Tensor | None = None,
+    onehot: torch.Tensor | None = None,
     min_classes: int = 4,
 ) -> LayerExposure:
     """Run the row and pair decoders on ``dW = G^T X``, ``db = G^T 1`` (N samples).
@@ -236,9 +236,8 @@ def layer_exposure(
         first = gi[:, keep[is_pair] - units].T.abs()
         first.scatter_(1, top[is_pair, None], 0.0)
         cancelled[is_pair] = first.sum(1) / share[is_pair].clamp_min(1e-30)
-        if labels is not None:
+        if onehot is not None:
             loud = (first >= 0.25 * share[is_pair, None]).float()
-            onehot = F.one_hot(labels, int(labels.max()) + 1).float()
             classes[is_pair] = ((loud @ onehot) > 0).sum(1)
         else:
             classes[is_pair] = min_classes
@@ -269,10 +268,13 @@ def probe(
     caught, logits = _capture(model, state, x, y)
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     head = linear[-1] if linear else None
+    onehot = F.one_hot(y, int(y.max()) + 1).float()
+    # the head's rows give back penultimate features, not the client's inputs: fishing
+    # (dominance, head collapse) is what attacks the head
     layers = [
-        layer_exposure(name, inp, g, psnr_db, k, labels=y)
+        layer_exposure(name, inp, g, psnr_db, k, onehot=onehot)
         for name, (inp, g) in caught.items()
-        if inp.dim() == 2 and g.dim() == 2 and f"{name}.bias" in state
+        if inp.dim() == 2 and g.dim() == 2 and f"{name}.bias" in state and name != head
     ]
     speakers, where, top_share = float(len(x)), "-", 1.0 / len(x)
     for name, (inp, g) in caught.items():
