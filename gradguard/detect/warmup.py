@@ -207,6 +207,10 @@ class WarmUp:
             out.append(z)
         return torch.stack(out, dim=-2)
 
+    def group_zscores(self, stats: dict[str, torch.Tensor], keys: list[str]) -> torch.Tensor:
+        """The Z-scores of the targets ``keys`` (histories of one length), stacked."""
+        return self.zscores(torch.stack([stats[k] for k in keys]))
+
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
         reason = mismatch(received, ctx.template)
@@ -224,7 +228,7 @@ class WarmUp:
         for length, keys in groups.items():
             if length < 2:
                 continue
-            z = self.zscores(torch.stack([stats[k] for k in keys]))
+            z = self.group_zscores(stats, keys)
             z = torch.where(torch.isfinite(z), z, torch.full_like(z, math.inf))
             values, where = z.abs().max(dim=-2)
             for key, zk, vals, idx in zip(

@@ -127,12 +127,15 @@ def adaptive_class(setup):
     return fished, secrets
 
 
-def test_adaptive_class_fishing_passes_the_guard_and_dsnr(setup, adaptive_class):
+def test_adaptive_class_fishing_is_flagged_on_the_centred_head(setup, adaptive_class):
+    # The common row hides the zeroed rows and inflates the raw row norms, but not the
+    # rows less their mean (what the softmax sees): the bias stands out there.
     train, _, model, _ = setup
     fished, _ = adaptive_class
     assert forensic_fishing.zero_rows(fished.head.weight) == 0
-    assert forensic_fishing.bias_extremity(fished.head.weight, fished.head.bias) < 10
-    assert not any(_verdicts(model, fished, train.subset(torch.arange(1000))).values())
+    assert forensic_fishing.bias_extremity(fished.head.weight, fished.head.bias) > 20
+    verdicts = _verdicts(model, fished, train.subset(torch.arange(1000)))
+    assert verdicts["forensics"]
 
 
 def test_adaptive_class_fishing_still_isolates_the_target_class(setup, adaptive_class):

@@ -1,10 +1,15 @@
 """Each detector against real manipulated models (gradguard.attacks) and honest ones."""
 
+import copy
+
 import pytest
+import torch
 
 from gradguard.attacks import get_attack
+from gradguard.attacks.server.fishing import ClassFishing, disguise
 from gradguard.detect import get_detector
 from gradguard.detect.base import Context
+from gradguard.models import build_model
 
 
 def verdict(detector, model, template, local):
@@ -141,3 +146,25 @@ def test_forensics_flags_curious_trap_weights(digits, name, neurons):
     assert v.malicious and trap and trap[0].flagged and trap[0].value > 50
     honest = verdict("forensics", m, m, local)
     assert not honest.malicious and honest.score < 1
+
+
+@pytest.mark.parametrize("name", ["mlp", "convnet"])
+def test_forensics_reads_the_head_through_what_the_softmax_sees(digits, name):
+    """A common row and bias added to every head row change no gradient: an honest head
+    with them passes, adaptive class fishing under them is flagged."""
+    _, local, aux = digits
+    torch.manual_seed(0)
+    m = build_model(name, aux.image_shape, 10)
+    shifted = copy.deepcopy(m)
+    with torch.no_grad():
+        disguise(shifted.head, m.head.weight, common_row=3.0, common_bias=5.0, seed=0)
+    honest = verdict("forensics", shifted, m, local)
+    assert not honest.malicious and honest.score < 0.2, honest.summary()
+    for opts in (ClassFishing.adaptive, {**ClassFishing.adaptive, "common_bias": 1.0}):
+        bad, _ = get_attack("fishing-class", **opts).manipulate(m, aux)
+        v = verdict("forensics", bad, m, local)
+        assert any(f.check == "forensics.bias" and f.flagged for f in v.findings), v.summary()
+    # textbook zeroed rows, turned into equal rows by a common row, still count
+    bad, _ = get_attack("fishing-class", bias=10.0, common_row=1.75).manipulate(m, aux)
+    v = verdict("forensics", bad, m, local)
+    assert any(f.check == "forensics.zero-rows" and f.value >= 9 for f in v.findings)
