@@ -87,7 +87,11 @@ def target_names(model: nn.Module) -> dict[str, list[str]]:
 def target_stats(tensors: dict[str, torch.Tensor], names: dict[str, list[str]]):
     """``key -> (mean, std, maxabs)`` of each target's tensors taken together."""
     return {
-        key: _stats(torch.cat([tensors[n].detach().flatten() for n in ns]))
+        key: _stats(
+            tensors[ns[0]]  # one tensor: no concatenated copy
+            if len(ns) == 1
+            else torch.cat([tensors[n].detach().flatten() for n in ns])
+        )
         for key, ns in names.items()
     }
 
@@ -139,6 +143,9 @@ class WarmUp:
         ]
         rows: dict[str, list[torch.Tensor]] = {}
         losses: list[float] = []
+        live = [n for n, p in params.items() if p.requires_grad]
+        # After the last step only the targets are read, unless activations need a forward.
+        read_last = live if hooks else [n for n in live if any(n in ns for ns in names.values())]
         was_training = model.training
         model.train()
         try:
@@ -155,9 +162,13 @@ class WarmUp:
                 if training:
                     losses.append(float(loss.detach()))
                     # plain SGD, one full batch per step
-                    live = [n for n, p in params.items() if p.requires_grad]
-                    grads = torch.autograd.grad(loss, [params[n] for n in live], allow_unused=True)
-                    for n, gr in zip(live, grads, strict=True):
+                    update = live if step < self.steps - 1 else read_last
+                    if not update:
+                        continue
+                    grads = torch.autograd.grad(
+                        loss, [params[n] for n in update], allow_unused=True
+                    )
+                    for n, gr in zip(update, grads, strict=True):
                         if gr is not None:
                             params[n] = (params[n] - self.lr * gr).detach().requires_grad_()
         finally:
@@ -178,7 +189,7 @@ class WarmUp:
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
-        reason = mismatch(received, ctx.template)
+        reason = mismatch(received, ctx.expected)
         if reason:
             return unverifiable(self.name, reason, start)
         stats, losses = self.profile(received, ctx)

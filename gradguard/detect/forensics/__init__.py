@@ -31,7 +31,7 @@ SIGNATURES = (imprint, trap, dirac, fishing, attention)
 def weights(received: dict[str, torch.Tensor], ctx: Context, ndim: int) -> list[str]:
     """Layer names (without ``.weight``) of the received float weights of ``ndim`` dims,
     in the template's order first (input side first), then any entries it lacks."""
-    order = {k: i for i, k in enumerate(ctx.template.state_dict())}
+    order = {k: i for i, k in enumerate(ctx.expected)}
     names = [
         k
         for k, v in received.items()
