@@ -42,22 +42,35 @@ STATS = ("mean", "std", "maxabs")
 
 
 def _stats(t: torch.Tensor) -> torch.Tensor:
-    """(mean, std, max |t|) in float64.
+    """(mean, std, max |t|) in float64."""
+    return stats_of([t])[0]
 
-    Two passes (mean, then the dot product of the centred values): as exact as
-    ``torch.std_mean`` and about 10x faster on CPU (12 ms vs 1.2 ms for 1.6M values).
+
+def stats_of(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """(mean, std, max |t|) of each tensor: ``len(tensors) x 3`` in float64.
+
+    Two passes per tensor in its own dtype (mean, then the dot product of the centred
+    values): as exact as ``torch.std_mean`` and about 10x faster on CPU (12 ms vs 1.2 ms for
+    1.6M values); the per-tensor scalars are then combined in one batch of operations.
     """
-    t = t.detach().flatten()
-    mean = t.mean()
-    centred = t - mean
-    std = (torch.dot(centred, centred) / max(1, t.numel())).sqrt()
-    lo, hi = torch.aminmax(t)
-    return torch.stack([mean, std, torch.maximum(-lo, hi)]).double()
+    means, stds, lows, highs = [], [], [], []
+    for t in tensors:
+        t = t.detach().flatten()
+        mean = t.mean()
+        centred = t - mean
+        stds.append((torch.dot(centred, centred) / max(1, t.numel())).sqrt())
+        lo, hi = torch.aminmax(t)
+        means.append(mean)
+        lows.append(lo)
+        highs.append(hi)
+    peak = torch.maximum(-torch.stack(lows), torch.stack(highs))
+    return torch.stack([torch.stack(means), torch.stack(stds), peak], dim=1).double()
 
 
 def target_names(model: nn.Module) -> dict[str, list[str]]:
     """Target layer statistics -> the parameter names they summarise (section 5.2)."""
     params = dict(model.named_parameters())
+    mods = dict(model.named_modules())
     out: dict[str, list[str]] = {}
 
     def add(key: str, layers: list[str], attr: str) -> None:
@@ -65,17 +78,16 @@ def target_names(model: nn.Module) -> dict[str, list[str]]:
         if names:
             out[key] = names
 
-    conv = convs(model)
+    conv = convs(mods)
     if conv:
         add("conv[0]_weight", conv[:1], "weight")
         add("conv[0]_bias", conv[:1], "bias")
-    lin = linears(model)
+    lin = linears(mods)
     if lin:
         for tag, name in (("linear[0]", lin[0]), ("linear[-1]", lin[-1])):
             add(f"{tag}_weight", [name], "weight")
             add(f"{tag}_bias", [name], "bias")
-    mods = dict(model.named_modules())
-    att = attentions(model)
+    att = attentions(mods)
     if att:
         for tag, name in (("attention[0]", att[0]), ("attention[-1]", att[-1])):
             parts = [f"{name}.{p}" for p in ("q", "k", "v", "proj") if f"{name}.{p}" in mods]
@@ -86,14 +98,17 @@ def target_names(model: nn.Module) -> dict[str, list[str]]:
 
 def target_stats(tensors: dict[str, torch.Tensor], names: dict[str, list[str]]):
     """``key -> (mean, std, maxabs)`` of each target's tensors taken together."""
-    return {
-        key: _stats(
+    if not names:
+        return {}
+    rows = stats_of(
+        [
             tensors[ns[0]]  # one tensor: no concatenated copy
             if len(ns) == 1
             else torch.cat([tensors[n].detach().flatten() for n in ns])
-        )
-        for key, ns in names.items()
-    }
+            for ns in names.values()
+        ]
+    )
+    return dict(zip(names, rows, strict=True))
 
 
 class WarmUp:
@@ -139,7 +154,7 @@ class WarmUp:
             mods[n].register_forward_hook(
                 lambda _m, _i, out, key=f"batchnorm[{i}]_activation": acts.__setitem__(key, out)
             )
-            for i, n in enumerate(batchnorms(model)[: self.max_bn])
+            for i, n in enumerate(batchnorms(mods)[: self.max_bn])
         ]
         rows: dict[str, list[torch.Tensor]] = {}
         losses: list[float] = []
@@ -157,8 +172,9 @@ class WarmUp:
                         loss = F.cross_entropy(functional_call(model, {**params, **buffers}, x), y)
                 for key, st in target_stats(params, names).items():
                     rows.setdefault(key, []).append(st)
-                for key, a in acts.items():
-                    rows.setdefault(key, []).append(_stats(a))
+                if acts:
+                    for key, st in zip(acts, stats_of(list(acts.values())), strict=True):
+                        rows.setdefault(key, []).append(st)
                 if training:
                     losses.append(float(loss.detach()))
                     # plain SGD, one full batch per step
@@ -168,9 +184,10 @@ class WarmUp:
                     grads = torch.autograd.grad(
                         loss, [params[n] for n in update], allow_unused=True
                     )
-                    for n, gr in zip(update, grads, strict=True):
-                        if gr is not None:
-                            params[n] = (params[n] - self.lr * gr).detach().requires_grad_()
+                    with torch.no_grad():
+                        for n, gr in zip(update, grads, strict=True):
+                            if gr is not None:
+                                params[n] = (params[n] - self.lr * gr).requires_grad_()
         finally:
             model.train(was_training)
             for h in hooks:
