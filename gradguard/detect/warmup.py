@@ -221,7 +221,7 @@ class WarmUp:
             if length < 2:
                 continue
             z = self.zscores(torch.stack([stats[k] for k in keys]))
-            z = torch.where(torch.isfinite(z), z, torch.full_like(z, math.inf))
+            z = z.nan_to_num(nan=math.inf, posinf=math.inf, neginf=math.inf)  # unreadable: inf
             values, where = z.abs().max(dim=-2)
             for key, zk, vals, idx in zip(
                 keys, z.tolist(), values.tolist(), where.tolist(), strict=True
