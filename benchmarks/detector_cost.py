@@ -16,9 +16,9 @@ though cache contention still slows both.
 
 ``resnet18`` needs 3x32x32 colour images: 1000 random 32x32 crops of scikit-learn's two
 bundled sample photographs (offline), labelled by photograph and horizontal fifth of the
-crop (10 classes), whatever ``--dataset`` says. Its epoch (about a minute of CPU) is
+crop (10 classes), whatever ``--dataset`` says. Its epoch (about 40 s of CPU) is
 extrapolated from ``R18_STEPS`` steps of 32 timed in turns with the checks
-(x 1000 / (32 x steps)), over fewer rounds.
+(x 1000 / (32 x steps)), in one round (the faithful warm-up alone takes 30 s).
 
 Writes benchmarks/results/detector_cost.{json,md} (``detector_cost_<dataset>.*`` for a
 data set other than digits, ``_quick`` for --quick).
@@ -58,9 +58,7 @@ def colour_patches(n: int = SAMPLES, size: int = 32, seed: int = 0) -> Dataset:
     """``n`` random ``size`` x ``size`` crops of scikit-learn's sample photographs."""
     from sklearn.datasets import load_sample_images
 
-    photos = [
-        torch.from_numpy(p).permute(2, 0, 1).float() / 255 for p in load_sample_images().images
-    ]
+    photos = [torch.tensor(p).permute(2, 0, 1).float() / 255 for p in load_sample_images().images]
     g = torch.Generator().manual_seed(seed)
     xs, ys = [], []
     for i in torch.randint(len(photos), (n,), generator=g).tolist():
@@ -141,9 +139,9 @@ def table(rows: list[dict], args, rounds: int) -> list[str]:
         + ", ".join(sorted({f"{r['model']}: {r['data']}" for r in rows}))
         + ".",
         "",
-        f"Process CPU time, fastest of {rounds} interleaved rounds (resnet18: "
-        f"{rows[-1]['rounds'] if rows and rows[-1]['model'] == 'resnet18' else '-'}, its epoch "
-        f"extrapolated from {R18_STEPS} steps); cells: ms (share of the epoch). "
+        f"Process CPU time, fastest of {rounds} interleaved rounds after one untimed call "
+        f"(resnet18: one round, its epoch extrapolated from {R18_STEPS} steps of 32); "
+        "cells: ms (share of the epoch). "
         "guard_default = `GuardConfig()` = " + " + ".join(guards()["guard_default"]) + "; "
         "guard_static = " + " + ".join(STATIC) + "; guard_faithful = static + the paper's "
         "warm-up (5 steps x 128 samples).",
@@ -191,7 +189,7 @@ def main() -> None:
         task = bar.add_task("models", total=len(names))
         for name in names:
             if name == "resnet18":
-                rows.append(measure(name, colour_patches(), 1 if args.quick else 2))
+                rows.append(measure(name, colour_patches(), 1))
             else:
                 rows.append(measure(name, train, rounds))
             bar.advance(task)

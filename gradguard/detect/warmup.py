@@ -54,17 +54,18 @@ def stats_of(tensors: list[torch.Tensor]) -> torch.Tensor:
     1.6M values); the per-tensor scalars are then combined in one batch of operations.
     """
     means, stds, lows, highs = [], [], [], []
-    for t in tensors:
-        t = t.detach().flatten()
-        mean = t.mean()
-        centred = t - mean
-        stds.append((torch.dot(centred, centred) / max(1, t.numel())).sqrt())
-        lo, hi = torch.aminmax(t)
-        means.append(mean)
-        lows.append(lo)
-        highs.append(hi)
-    peak = torch.maximum(-torch.stack(lows), torch.stack(highs))
-    return torch.stack([torch.stack(means), torch.stack(stds), peak], dim=1).double()
+    with torch.inference_mode():
+        for t in tensors:
+            t = t.detach().flatten()
+            mean = t.mean()
+            centred = t - mean
+            stds.append((torch.dot(centred, centred) / max(1, t.numel())).sqrt())
+            lo, hi = torch.aminmax(t)
+            means.append(mean)
+            lows.append(lo)
+            highs.append(hi)
+        peak = torch.maximum(-torch.stack(lows), torch.stack(highs))
+        return torch.stack([torch.stack(means), torch.stack(stds), peak], dim=1).double()
 
 
 def target_names(model: nn.Module) -> dict[str, list[str]]:
@@ -220,9 +221,10 @@ class WarmUp:
         for length, keys in groups.items():
             if length < 2:
                 continue
-            z = self.zscores(torch.stack([stats[k] for k in keys]))
-            z = z.nan_to_num(nan=math.inf, posinf=math.inf, neginf=math.inf)  # unreadable: inf
-            values, where = z.abs().max(dim=-2)
+            with torch.inference_mode():
+                z = self.zscores(torch.stack([stats[k] for k in keys]))
+                z = z.nan_to_num(nan=math.inf, posinf=math.inf, neginf=math.inf)  # unreadable
+                values, where = z.abs().max(dim=-2)
             for key, zk, vals, idx in zip(
                 keys, z.tolist(), values.tolist(), where.tolist(), strict=True
             ):

@@ -64,7 +64,7 @@ class Forensics:
         findings: list[Finding] = []
         largest: dict[str, Finding] = {}
         layers = Layers(weights(received, ctx, 2), weights(received, ctx, 4))
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd bookkeeping: cheaper small ops
             for sig in SIGNATURES:
                 for f in sig.check(received, layers, self.t):
                     if f.flagged:
