@@ -64,8 +64,9 @@ def stats_of(tensors: list[torch.Tensor]) -> torch.Tensor:
             means.append(mean)
             lows.append(lo)
             highs.append(hi)
-        peak = torch.maximum(-torch.stack(lows), torch.stack(highs))
-        return torch.stack([torch.stack(means), torch.stack(stds), peak], dim=1).double()
+    # outside inference mode: the result is an ordinary tensor (callers may edit it in place)
+    peak = torch.maximum(-torch.stack(lows), torch.stack(highs))
+    return torch.stack([torch.stack(means), torch.stack(stds), peak], dim=1).double()
 
 
 def target_names(model: nn.Module) -> dict[str, list[str]]:
