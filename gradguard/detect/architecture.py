@@ -27,7 +27,7 @@ class ArchitectureCheck:
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
-        expected = ctx.template.state_dict()
+        expected = ctx.expected
         findings: list[Finding] = []
         extra = [k for k in received if k not in expected]
         missing = [k for k in expected if k not in received]

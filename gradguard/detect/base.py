@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import torch
@@ -85,6 +87,11 @@ class Context:
     # max |value| of each floating entry of the received state, when the Guard has it
     peaks: dict[str, float] | None = None
 
+    @cached_property
+    def expected(self) -> dict[str, torch.Tensor]:
+        """The template's state (the names, shapes and dtypes it expects), read once."""
+        return self.template.state_dict()
+
     def instantiate(self, received: dict[str, torch.Tensor]) -> nn.Module:
         """A copy of the template holding ``received`` (strict: names and shapes must match)."""
         model = copy.deepcopy(self.template)
@@ -126,9 +133,12 @@ def verdict_from(
     )
 
 
-def mismatch(received: dict[str, torch.Tensor], template: nn.Module) -> str:
-    """Why ``received`` does not fit ``template`` ('' when names, shapes and dtypes match)."""
-    expected = template.state_dict()
+def mismatch(
+    received: dict[str, torch.Tensor], template: nn.Module | Mapping[str, torch.Tensor]
+) -> str:
+    """Why ``received`` does not fit ``template`` ('' when names, shapes and dtypes match);
+    ``template`` is the client's model or its state (``Context.expected``)."""
+    expected = template.state_dict() if isinstance(template, nn.Module) else template
     if received.keys() != expected.keys():
         extra = sorted(received.keys() - expected.keys())
         missing = sorted(expected.keys() - received.keys())

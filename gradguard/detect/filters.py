@@ -48,7 +48,7 @@ class TransmitSNR:
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
-        reason = mismatch(received, ctx.template)
+        reason = mismatch(received, ctx.expected)
         if reason:
             return unverifiable(self.name, reason, start)
         layers = convs(ctx.template)

@@ -31,7 +31,7 @@ SIGNATURES = (imprint, trap, dirac, fishing, attention)
 def weights(received: dict[str, torch.Tensor], ctx: Context, ndim: int) -> list[str]:
     """Layer names (without ``.weight``) of the received float weights of ``ndim`` dims,
     in the template's order first (input side first), then any entries it lacks."""
-    order = {k: i for i, k in enumerate(ctx.template.state_dict())}
+    order = {k: i for i, k in enumerate(ctx.expected)}
     names = [
         k
         for k, v in received.items()
@@ -64,7 +64,7 @@ class Forensics:
         findings: list[Finding] = []
         largest: dict[str, Finding] = {}
         layers = Layers(weights(received, ctx, 2), weights(received, ctx, 4))
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd bookkeeping: cheaper small ops
             for sig in SIGNATURES:
                 for f in sig.check(received, layers, self.t):
                     if f.flagged:

@@ -20,17 +20,22 @@ if TYPE_CHECKING:
 MAX_ROWS = 4096
 
 
-def twin_rows(w: torch.Tensor) -> torch.Tensor:
-    """Indices of non-zero rows that have a near-parallel twin (cosine >= 0.999)."""
+def has_twin(w: torch.Tensor) -> torch.Tensor:
+    """Per row (the first ``MAX_ROWS``): non-zero with a near-parallel twin (cosine >= 0.999)."""
     w = w.detach()[:MAX_ROWS].float()
     if len(w) < 2:
-        return torch.zeros(0, dtype=torch.long)
+        return torch.zeros(len(w), dtype=torch.bool)
     norms = torch.linalg.vector_norm(w, dim=1)
     live = norms > 1e-6 * float(norms.max().clamp_min(1e-30))
     u = torch.where(live[:, None], w / norms.clamp_min(1e-30)[:, None], 0.0)  # dead rows: 0
     gram = u @ u.T
     gram.fill_diagonal_(-2.0)
-    return (gram.amax(dim=1) >= DUPLICATE_COSINE).nonzero().flatten()
+    return gram.amax(dim=1) >= DUPLICATE_COSINE
+
+
+def twin_rows(w: torch.Tensor) -> torch.Tensor:
+    """Indices of non-zero rows that have a near-parallel twin (cosine >= 0.999)."""
+    return has_twin(w).nonzero().flatten()
 
 
 def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]) -> list[Finding]:
@@ -40,8 +45,8 @@ def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]
         w = received[f"{layer}.weight"]
         if w.shape[0] < 2:
             continue
-        twins = twin_rows(w)
-        n = len(twins)
+        twin = has_twin(w)
+        n = int(twin.sum())
         if n < threshold:
             findings.append(
                 Finding(
@@ -54,6 +59,7 @@ def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]
                 )
             )
             continue
+        twins = twin.nonzero().flatten()
         msg = f"{n} of {w.shape[0]} rows are near-identical (cosine >= {DUPLICATE_COSINE})"
         bias = received.get(f"{layer}.bias")
         if isinstance(bias, torch.Tensor) and bias.shape == (w.shape[0],):

@@ -39,16 +39,17 @@ def half_sign_score(w: torch.Tensor) -> tuple[float, int]:
     pos = (w > 0).sum(dim=1)
     live = neg + pos
     used = live >= MIN_COLS
-    n = int(used.sum())
+    exact_rows = ((neg - pos).abs() <= 1) & used
+    n, exact = torch.stack([used.sum(), exact_rows.sum()]).tolist()
     if n < MIN_ROWS:
         return 0.0, 0
-    exact = int(((neg - pos).abs() <= 1)[used].sum())
-    widths = live[used]
-    if int(widths.min()) == int(widths.max()):
-        p0 = half_chance(int(widths[0]))
+    widths = live if n == len(live) else live[used]
+    lo, hi = torch.aminmax(widths)
+    if int(lo) == int(hi):
+        p0 = half_chance(int(lo))
     else:
         d, counts = torch.unique(widths, return_counts=True)
-        p0 = sum(half_chance(int(k)) * int(c) for k, c in zip(d, counts, strict=True)) / n
+        p0 = sum(half_chance(k) * c for k, c in zip(d.tolist(), counts.tolist(), strict=True)) / n
     tail = float(bdtrc(exact - 1, n, p0)) if exact else 1.0  # P(count >= exact)
     return (-math.log10(tail) if tail > 0 else 300.0), exact
 
