@@ -1,8 +1,10 @@
 """The Guard: detectors cheapest first under a policy, failing closed (design: Guard).
 
-Policies: ``abstain`` (default) refuses a flagged model; ``warn`` logs it and trains
-anyway. Under both, a model that cannot be verified (unreadable, non-finite, wrong shapes,
-absurd values, any internal error) is never trained on.
+The ``health`` check always runs first: a diverged model (NaN, exploded, collapsed) is
+unverifiable and names no attack. Policies: ``abstain`` (default) refuses a flagged model;
+``warn`` logs it and trains anyway. Under both, a model that cannot be verified
+(unreadable, non-finite, wrong shapes, absurd values, any internal error) is never trained
+on.
 """
 
 from __future__ import annotations
@@ -61,8 +63,9 @@ class Guard:
         if self.config.policy not in ("abstain", "warn"):
             raise ValueError(f"unknown policy {self.config.policy!r}: abstain or warn")
         order = list(DETECTORS)
+        # health first, always: a diverged model is "cannot verify", not a named attack
         names = sorted(
-            dict.fromkeys(self.config.detectors),
+            dict.fromkeys(("health", *self.config.detectors)),
             key=lambda n: order.index(n) if n in order else len(order),
         )
         self.detectors = [
@@ -188,5 +191,5 @@ def _sanity(received) -> tuple[str, dict[str, float]]:
         if v.is_floating_point() and v.numel():
             peaks[k] = peak_abs(v)
             if not math.isfinite(peaks[k]):
-                return f"{k} holds non-finite values (NaN or Inf)", {}
+                return f"{k} holds non-finite values (NaN or Inf): diverged or corrupted", {}
     return "", peaks
