@@ -19,10 +19,10 @@ def test_guard_abstains_on_attack_and_allows_honest(honest, imprinted, digits):
     guard = Guard(template=honest["mlp"], data=local)
     ok = guard.check(honest["mlp"].state_dict())
     assert not ok.malicious and guard.allows(ok)
-    assert ok.detector == "guard[architecture,forensics,transmit-snr,warmup+]"
+    assert ok.detector == "guard[health,architecture,forensics,transmit-snr,warmup+]"
     v = guard.check(imprinted["mlp"].state_dict())
     assert v.malicious and not guard.allows(v)
-    assert v.detector == "guard[architecture,forensics]"  # stopped at the first decisive one
+    assert v.detector == "guard[health,architecture,forensics]"  # stopped at the first flag
     assert "imprint" in v.summary()
     assert len(guard.history) == 2
 
