@@ -115,22 +115,25 @@ class CorpusSpec:
     optimisers: tuple[str, ...] = tuple(OPTIMISERS)
     partitions: tuple[str, ...] = PARTITIONS
     rounds: int = 6
-    snapshots: tuple[int, ...] = (1, 3, 6)
+    snapshots: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # evaluation (every round is stored)
+    calibration_snapshots: tuple[int, ...] = (1, 3, 6)
     limit: int = 400
-    resnet18_rounds: int = 4
-    resnet18_snapshots: tuple[int, ...] = (1, 2, 4)
-    resnet18_limit: int = 160
+    resnet18_rounds: int = 3
+    resnet18_snapshots: tuple[int, ...] = (1, 2, 3)
+    resnet18_limit: int = 120
+    evaluation_optimisers_per_family: int = 3
     calibration_optimisers_per_family: int = 2
 
 
 def corpus_runs(part: str, spec: CorpusSpec = CorpusSpec()) -> list[RunSpec]:
     """The runs of one part.
 
-    ``evaluation``: each (data set, small family) with every optimiser, partitions
-    alternating; resnet18 (photos only, the costliest) one run per optimiser, norms cycling.
+    ``evaluation``: each (data set, small family) with ``evaluation_optimisers_per_family``
+    optimisers (cycled so that all are used), partitions alternating, every round a
+    snapshot; resnet18 (photos only, the costliest) one run per optimiser, norms cycling.
     ``calibration``: each (data set, family) with ``calibration_optimisers_per_family``
-    optimisers (cycled so all are used), and each resnet18 norm once. The first run of each
-    (data set, family) also contributes its initial model (round 0).
+    other optimisers, and each resnet18 norm once. The first run of each (data set, family)
+    also contributes its initial model (round 0).
     """
     if part not in PARTS:
         raise GradguardError(f"unknown corpus part {part!r}; valid: {', '.join(PARTS)}")
@@ -142,10 +145,13 @@ def corpus_runs(part: str, spec: CorpusSpec = CorpusSpec()) -> list[RunSpec]:
     combos = [(d, f) for d in spec.datasets for f in spec.small_families]
     for c, (dataset, (model, norm)) in enumerate(combos):
         if part == "evaluation":
-            chosen = list(range(len(opts)))
+            k = spec.evaluation_optimisers_per_family
+            chosen = [(c + j) % len(opts) for j in range(k)]
+            snaps = spec.snapshots
         else:
             k = spec.calibration_optimisers_per_family
             chosen = [(c + 2 * j) % len(opts) for j in range(k)]
+            snaps = spec.calibration_snapshots
         for i, o in enumerate(chosen):
             runs.append(
                 RunSpec(
@@ -158,7 +164,7 @@ def corpus_runs(part: str, spec: CorpusSpec = CorpusSpec()) -> list[RunSpec]:
                     seed,
                     rounds=spec.rounds,
                     limit=spec.limit,
-                    snapshots=((0,) if i == 0 else ()) + spec.snapshots,
+                    snapshots=((0,) if i == 0 else ()) + snaps,
                 )
             )
             seed += 1
@@ -292,7 +298,7 @@ def train_run(run: RunSpec, cache: Path = CACHE) -> Path:
 
     folder = Path(cache) / run.name
     meta_path = folder / "meta.json"
-    if meta_path.exists():
+    if meta_path.exists() and _same_training(json.loads(meta_path.read_text())["run"], run):
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     parts, test = _split(run)
@@ -311,6 +317,14 @@ def train_run(run: RunSpec, cache: Path = CACHE) -> Path:
         save_file(_state(model), folder / f"round{rnd}.safetensors")
     meta_path.write_text(json.dumps({"run": asdict(run), "accuracy": accuracies}, indent=1))
     return folder
+
+
+def _same_training(cached: dict, run: RunSpec) -> bool:
+    """Whether a cached run was trained exactly as ``run`` (snapshots do not matter)."""
+    want = json.loads(json.dumps(asdict(run)))
+    return {k: v for k, v in cached.items() if k != "snapshots"} == {
+        k: v for k, v in want.items() if k != "snapshots"
+    }
 
 
 def build(
