@@ -37,15 +37,6 @@ from gradguard.experiments import honest_corpus as hc  # noqa: E402
 from gradguard.experiments.harness import markdown_table, progress, write_results  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
-QUICK = hc.CorpusSpec(
-    datasets=("digits",),
-    small_families=(("mlp", None), ("convnet", None)),
-    resnet18_families=(),
-    optimisers=("adam", "sgd-momentum-high-lr"),
-    rounds=2,
-    snapshots=(1, 2),
-    limit=200,
-)
 
 
 def main() -> int:
@@ -62,7 +53,7 @@ def main() -> int:
         return 0
     torch.set_num_threads(1)
     logging.getLogger("gradguard.detect").setLevel(logging.ERROR)
-    spec = QUICK if args.quick else hc.CorpusSpec()
+    spec = hc.QUICK if args.quick else hc.CorpusSpec()
     cache = args.cache or (hc.CACHE.with_name("corpus-quick") if args.quick else hc.CACHE)
     runs = hc.corpus_runs("calibration", spec)
     result = run(runs, cache)

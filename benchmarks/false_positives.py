@@ -23,16 +23,6 @@ from gradguard.experiments import false_positives as fp  # noqa: E402
 from gradguard.experiments import honest_corpus as hc  # noqa: E402
 from gradguard.experiments.harness import write_results  # noqa: E402
 
-QUICK = hc.CorpusSpec(
-    datasets=("digits",),
-    small_families=(("mlp", None), ("convnet", None)),
-    resnet18_families=(),
-    optimisers=("adam", "sgd-momentum-high-lr"),
-    rounds=2,
-    snapshots=(1, 2),
-    limit=200,
-)
-
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,7 +31,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     logging.getLogger("gradguard.detect").setLevel(logging.ERROR)
-    spec = QUICK if args.quick else hc.CorpusSpec()
+    spec = hc.QUICK if args.quick else hc.CorpusSpec()
     cache = args.cache or (hc.CACHE.with_name("corpus-quick") if args.quick else hc.CACHE)
     result = fp.run(hc.corpus_runs("evaluation", spec), cache)
     diverged_runs = hc.corpus_runs("diverged", spec)

@@ -125,6 +125,21 @@ class CorpusSpec:
     calibration_optimisers_per_family: int = 2
 
 
+# A few minutes' worth: digits, mlp and convnet, two optimisers, two rounds (``--quick``).
+QUICK = CorpusSpec(
+    datasets=("digits",),
+    small_families=(("mlp", None), ("convnet", None)),
+    resnet18_families=(),
+    optimisers=("adam", "sgd-momentum-high-lr"),
+    rounds=2,
+    snapshots=(1, 2),
+    calibration_snapshots=(1, 2),
+    limit=200,
+    evaluation_optimisers_per_family=2,
+    calibration_optimisers_per_family=1,
+)
+
+
 def corpus_runs(part: str, spec: CorpusSpec = CorpusSpec()) -> list[RunSpec]:
     """The runs of one part.
 
