@@ -121,8 +121,17 @@ class CorpusSpec:
     resnet18_rounds: int = 3
     resnet18_snapshots: tuple[int, ...] = (1, 2, 3)
     resnet18_limit: int = 120
-    evaluation_optimisers_per_family: int = 3
-    calibration_optimisers_per_family: int = 2
+    # optimisers per (data set, family) run in each part, by data set (default 1)
+    evaluation_optimisers: tuple[tuple[str, int], ...] = (
+        ("digits", 4),
+        ("fashion-mnist", 2),
+        ("photos", 2),
+    )
+    calibration_optimisers: tuple[tuple[str, int], ...] = (
+        ("digits", 2),
+        ("fashion-mnist", 2),
+        ("photos", 1),
+    )
 
 
 # A few minutes' worth: digits, mlp and convnet, two optimisers, two rounds (``--quick``).
@@ -135,19 +144,18 @@ QUICK = CorpusSpec(
     snapshots=(1, 2),
     calibration_snapshots=(1, 2),
     limit=200,
-    evaluation_optimisers_per_family=2,
-    calibration_optimisers_per_family=1,
+    evaluation_optimisers=(("digits", 2),),
 )
 
 
 def corpus_runs(part: str, spec: CorpusSpec = CorpusSpec()) -> list[RunSpec]:
     """The runs of one part.
 
-    ``evaluation``: each (data set, small family) with ``evaluation_optimisers_per_family``
-    optimisers (cycled so that all are used), partitions alternating, every round a
-    snapshot; resnet18 (photos only, the costliest) one run per optimiser, norms cycling.
-    ``calibration``: each (data set, family) with ``calibration_optimisers_per_family``
-    other optimisers, and each resnet18 norm once. The first run of each (data set, family)
+    ``evaluation``: each (data set, small family) with ``evaluation_optimisers`` optimisers
+    (cycled so that all are used), partitions alternating, every round a snapshot; resnet18
+    (photos only, the costliest) one run per optimiser, norms cycling. ``calibration``:
+    each (data set, family) with ``calibration_optimisers`` other optimisers, and each
+    resnet18 norm once. The first run of each (data set, family)
     also contributes its initial model (round 0).
     """
     if part not in PARTS:
@@ -160,11 +168,11 @@ def corpus_runs(part: str, spec: CorpusSpec = CorpusSpec()) -> list[RunSpec]:
     combos = [(d, f) for d in spec.datasets for f in spec.small_families]
     for c, (dataset, (model, norm)) in enumerate(combos):
         if part == "evaluation":
-            k = spec.evaluation_optimisers_per_family
+            k = dict(spec.evaluation_optimisers).get(dataset, 1)
             chosen = [(c + j) % len(opts) for j in range(k)]
             snaps = spec.snapshots
         else:
-            k = spec.calibration_optimisers_per_family
+            k = dict(spec.calibration_optimisers).get(dataset, 1)
             chosen = [(c + 2 * j) % len(opts) for j in range(k)]
             snaps = spec.calibration_snapshots
         for i, o in enumerate(chosen):
@@ -184,6 +192,7 @@ def corpus_runs(part: str, spec: CorpusSpec = CorpusSpec()) -> list[RunSpec]:
             )
             seed += 1
     if "photos" in spec.datasets and spec.resnet18_families:
+        seed = SEED_BASE[part] + 900
         fams = spec.resnet18_families
         count = len(opts) if part == "evaluation" else len(fams)
         for i in range(count):
