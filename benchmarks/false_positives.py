@@ -1,6 +1,6 @@
 """False-positive rate of every detector and the default Guard on the honest corpus.
 
-    python benchmarks/false_positives.py [--quick]
+    python benchmarks/false_positives.py [--quick] [--fill-reversed]
 
 Trains the evaluation and diverged runs not cached yet (runs/corpus/), scores every
 snapshot, and writes benchmarks/results/false_positives{,_quick}.{json,md}: rates per
@@ -28,12 +28,22 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="digits, mlp + convnet, 2 rounds")
     p.add_argument("--cache", type=Path, default=None, help="corpus cache folder")
+    p.add_argument(
+        "--fill-reversed",
+        action="store_true",
+        help="only score the runs last to first into the outcome cache (a second process "
+        "beside a normal run), writing no results",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     logging.getLogger("gradguard.detect").setLevel(logging.ERROR)
     spec = hc.QUICK if args.quick else hc.CorpusSpec()
     cache = args.cache or (hc.CACHE.with_name("corpus-quick") if args.quick else hc.CACHE)
-    result = fp.run(hc.corpus_runs("evaluation", spec), cache)
+    runs = hc.corpus_runs("evaluation", spec)
+    if args.fill_reversed:
+        fp.run(runs[::-1], cache)
+        return 0
+    result = fp.run(runs, cache)
     diverged_runs = hc.corpus_runs("diverged", spec)
     if args.quick:
         diverged_runs = diverged_runs[:1]

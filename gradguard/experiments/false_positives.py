@@ -11,6 +11,9 @@ reported apart: there the right answer is "cannot verify" with no attack named.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -29,18 +32,31 @@ def run(
     detectors: list[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Inspect every snapshot of ``runs`` with each detector and the default Guard."""
+    """Inspect every snapshot of ``runs`` with each detector and the default Guard.
+
+    Outcomes are cached next to each run (``outcomes-<version>.json``, see
+    :func:`detection_version`), so a second scorer working through the runs from the other
+    end, or a rerun with unchanged detectors, costs no scoring."""
     names = detectors or default_detectors()
     start = time.perf_counter()
     with progress_bar("training corpus runs", len(runs), progress) as (bar, task):
         hc.build(runs, cache, on_run=lambda _: bar.advance(task))
     built = time.perf_counter() - start
+    version = detection_version(names)
     rows: list[dict[str, Any]] = []
     with progress_bar("scoring corpus models", hc.size(runs), progress) as (bar, task):
-        for m in hc.models(runs, cache):
-            outcomes = inspect_all(m.state, m.template, m.data, names, previous=m.previous)
-            rows.append({**m.record(), "detectors": {k: vars(o) for k, o in outcomes.items()}})
-            bar.advance(task)
+        for run in runs:
+            saved = Path(cache) / run.name / f"outcomes-{version}.json"
+            known = json.loads(saved.read_text()) if saved.exists() else {}
+            for m in hc.models([run], cache):
+                if str(m.round) not in known:
+                    outcomes = inspect_all(m.state, m.template, m.data, names, m.previous)
+                    known[str(m.round)] = {k: vars(o) for k, o in outcomes.items()}
+                rows.append({**m.record(), "detectors": known[str(m.round)]})
+                bar.advance(task)
+            tmp = saved.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known))
+            tmp.replace(saved)
     return {
         "detectors": names + [GUARD],
         "models": rows,
@@ -48,6 +64,18 @@ def run(
         "build_seconds": built,
         "score_seconds": time.perf_counter() - start - built,
     }
+
+
+def detection_version(names: list[str]) -> str:
+    """A hash of the detection code, the thresholds and the detectors run: cached outcomes
+    are reused only while all three are unchanged."""
+    from gradguard.detect.thresholds import DEFAULTS
+
+    h = hashlib.sha256(json.dumps([names, sorted(DEFAULTS.items())]).encode())
+    root = Path(__file__).resolve().parents[1] / "detect"
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def summarize(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
