@@ -31,8 +31,8 @@ def main() -> int:
     p.add_argument(
         "--fill-reversed",
         action="store_true",
-        help="only score the runs last to first into the outcome cache (a second process "
-        "beside a normal run), writing no results",
+        help="only score the runs already trained, last to first, into the outcome cache (a "
+        "second process beside a normal run), writing no results",
     )
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -41,7 +41,7 @@ def main() -> int:
     cache = args.cache or (hc.CACHE.with_name("corpus-quick") if args.quick else hc.CACHE)
     runs = hc.corpus_runs("evaluation", spec)
     if args.fill_reversed:
-        fp.run(runs[::-1], cache)
+        fp.run(runs[::-1], cache, only_built=True)
         return 0
     result = fp.run(runs, cache)
     diverged_runs = hc.corpus_runs("diverged", spec)
