@@ -121,6 +121,7 @@ class CorpusSpec:
     resnet18_rounds: int = 3
     resnet18_snapshots: tuple[int, ...] = (1, 2, 3)
     resnet18_limit: int = 120
+    resnet18_runs: tuple[int, int] = (4, 1)  # evaluation, calibration (9 min each here)
     # optimisers per (data set, family) run in each part, by data set (default 1)
     evaluation_optimisers: tuple[tuple[str, int], ...] = (
         ("digits", 4),
@@ -153,9 +154,9 @@ def corpus_runs(part: str, spec: CorpusSpec = CorpusSpec()) -> list[RunSpec]:
 
     ``evaluation``: each (data set, small family) with ``evaluation_optimisers`` optimisers
     (cycled so that all are used), partitions alternating, every round a snapshot; resnet18
-    (photos only, the costliest) one run per optimiser, norms cycling. ``calibration``:
-    each (data set, family) with ``calibration_optimisers`` other optimisers, and each
-    resnet18 norm once. The first run of each (data set, family)
+    (photos only, the costliest) ``resnet18_runs`` runs, norms and optimisers cycling.
+    ``calibration``: each (data set, family) with ``calibration_optimisers`` other
+    optimisers, and ``resnet18_runs`` resnet18 runs. The first run of each (data set, family)
     also contributes its initial model (round 0).
     """
     if part not in PARTS:
@@ -194,10 +195,11 @@ def corpus_runs(part: str, spec: CorpusSpec = CorpusSpec()) -> list[RunSpec]:
     if "photos" in spec.datasets and spec.resnet18_families:
         seed = SEED_BASE[part] + 900
         fams = spec.resnet18_families
-        count = len(opts) if part == "evaluation" else len(fams)
+        count = spec.resnet18_runs[0 if part == "evaluation" else 1]
+        shift = int(part == "evaluation")
         for i in range(count):
-            model, norm = fams[i % len(fams)]
-            o = i if part == "evaluation" else (i + 1) % len(opts)
+            model, norm = fams[(i + shift) % len(fams)]
+            o = i + shift if part == "evaluation" else (i + 1) % len(opts)
             runs.append(
                 RunSpec(
                     part,
@@ -205,8 +207,8 @@ def corpus_runs(part: str, spec: CorpusSpec = CorpusSpec()) -> list[RunSpec]:
                     norm,
                     opts[o % len(opts)],
                     "photos",
-                    spec.partitions[i % len(spec.partitions)],
-                    seed,
+                    spec.partitions[(i + shift) % len(spec.partitions)],
+                    seed + shift,
                     rounds=spec.resnet18_rounds,
                     limit=spec.resnet18_limit,
                     epochs=1,
