@@ -22,6 +22,7 @@ TINY = hc.CorpusSpec(
     rounds=2,
     snapshots=(1, 2),
     limit=120,
+    evaluation_optimisers=(("digits", 2),),
 )
 
 
