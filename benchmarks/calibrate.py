@@ -70,18 +70,31 @@ def run(runs: list[hc.RunSpec], cache: Path) -> dict:
     detectors, marks = calibration_detectors()
     rows, unmapped, flagged = [], set(), []
     built = 0.0
+    # sentinel scores do not depend on the thresholds: cached per run under the code's hash
+    version = fp.code_version()
     with progress("scoring honest models", hc.size(runs)) as (bar, task):
         for run in runs:  # a run not cached yet is trained first
             t0 = time.perf_counter()
             hc.train_run(run, cache)
             built += time.perf_counter() - t0
+            saved = Path(cache) / run.name / f"calibration-{version}.json"
+            known = json.loads(saved.read_text()) if saved.exists() else {}
             for m in hc.models([run], cache):
-                here = [d for d in detectors if d.name not in fp.COSTLY or fp.is_end(m)]
-                s = score_model(m.state, Context(m.template, m.data, m.previous), here, marks)
-                rows.append({**m.record(), "scores": s.values})
-                unmapped |= s.unmapped
-                flagged += [f"{m.key}: {f}" for f in s.flagged]
+                if str(m.round) not in known:
+                    here = [d for d in detectors if d.name not in fp.COSTLY or fp.is_end(m)]
+                    ctx = Context(m.template, m.data, m.previous)
+                    s = score_model(m.state, ctx, here, marks)
+                    known[str(m.round)] = {
+                        "scores": s.values,
+                        "unmapped": sorted(s.unmapped),
+                        "flagged": s.flagged,
+                    }
+                got = known[str(m.round)]
+                rows.append({**m.record(), "scores": got["scores"]})
+                unmapped |= set(got["unmapped"])
+                flagged += [f"{m.key}: {f}" for f in got["flagged"]]
                 bar.advance(task)
+            saved.write_text(json.dumps(known))
     maxima: dict[str, float] = {}
     where: dict[str, str] = {}
     per_family: dict[str, dict[str, float]] = {}

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 DEFAULTS: dict[str, float] = {
     # health: a model beyond these has diverged (cannot verify, no attack named)
     "health.max_abs": 1e6,  # largest |value| of the state
-    "health.loss_ratio": 3.34,  # local loss / ln(classes), with one class predicted for all
+    # mean |logit| / largest spread across local inputs, with one class predicted for all
+    "health.collapse": 100.0,
     # architecture: largest |value| a float entry may hold before the model is unverifiable
     "architecture.max_abs": 1e6,
     # transmit-SNR of first-conv filters (anchors: benign < 1, Dirac ~1e6; honest corpus

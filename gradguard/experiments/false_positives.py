@@ -86,21 +86,27 @@ def run(
     }
 
 
+def code_version() -> str:
+    """A hash of the detection code (thresholds.py aside) and of :data:`COSTLY`."""
+    code = hashlib.sha256(json.dumps(COSTLY).encode())
+    root = Path(__file__).resolve().parents[1] / "detect"
+    for f in sorted(root.rglob("*.py")):
+        if f.name != "thresholds.py":  # threshold values enter per detector
+            code.update(f.read_bytes())
+    return code.hexdigest()[:12]
+
+
 def detection_versions(names: list[str]) -> dict[str, str]:
     """Per detector (and the Guard), a hash of the detection code and of the thresholds it
     reads: a cached outcome is reused only while both are unchanged."""
     from gradguard.detect import GuardConfig
     from gradguard.detect.thresholds import DEFAULTS
 
-    code = hashlib.sha256(json.dumps(COSTLY).encode())
-    root = Path(__file__).resolve().parents[1] / "detect"
-    for f in sorted(root.rglob("*.py")):
-        if f.name != "thresholds.py":  # its values enter through the keys below
-            code.update(f.read_bytes())
+    code = code_version()
 
     def version(detectors: list[str]) -> str:
         keys = sorted((k, v) for k, v in DEFAULTS.items() if k.split(".")[0] in detectors)
-        return hashlib.sha256((code.hexdigest() + json.dumps(keys)).encode()).hexdigest()[:12]
+        return hashlib.sha256((code + json.dumps(keys)).encode()).hexdigest()[:12]
 
     out = {n: version([n]) for n in names}
     out[GUARD] = version(["health", *GuardConfig().detectors])

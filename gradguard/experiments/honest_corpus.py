@@ -121,7 +121,7 @@ class CorpusSpec:
     resnet18_rounds: int = 3
     resnet18_snapshots: tuple[int, ...] = (1, 2, 3)
     resnet18_limit: int = 120
-    resnet18_runs: tuple[int, int] = (4, 1)  # evaluation, calibration (9 min each here)
+    resnet18_runs: tuple[int, int] = (4, 3)  # evaluation, calibration (5-9 min each here)
     # optimisers per (data set, family) run in each part, by data set (default 1)
     evaluation_optimisers: tuple[tuple[str, int], ...] = (
         ("digits", 4),
