@@ -34,7 +34,7 @@ DEFAULTS: dict[str, float] = {
     "dsnr.ratio": 2.73,
     # warm-up Z-score (seed 000, section 5): any |Z| above this flags
     "warmup.z": 5.12e8,
-    "warmup+.z": 1720.0,
+    "warmup+.z": 3610.0,
 }
 
 # Fixed parameters of the statistics (not decision thresholds).
