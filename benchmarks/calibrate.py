@@ -50,6 +50,8 @@ def main() -> int:
     name = "calibrate_quick" if args.quick else "calibrate"
     if args.report:
         result = json.loads((OUT / f"{name}.json").read_text())
+        result["in_use"] = dict(DEFAULTS)  # after editing thresholds.py
+        (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         (OUT / f"{name}.md").write_text(to_markdown(result))
         print((OUT / f"{name}.md").read_text())
         return 0
