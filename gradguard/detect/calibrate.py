@@ -7,8 +7,9 @@ value)``: ``floor`` is the literature anchor (transmit-SNR and D-SNR: 1) or the 
 structural value that means anything. No attack is ever scored here.
 
 Keys are found generically: the detectors run with every threshold set to a distinct
-sentinel (far above any value, so nothing flags), and a finding belongs to the key whose
-sentinel it was compared with. A new detector or key (``detector.key`` in
+sentinel (``CEILING`` x its default, the most an override may be, far above any honest
+value, so nothing flags), and a finding belongs to the key whose sentinel it was compared
+with. A new detector or key (``detector.key`` in
 :data:`gradguard.detect.thresholds.DEFAULTS`) is therefore picked up with no edit here;
 a check whose findings match no sentinel is reported as unmapped.
 """
@@ -25,7 +26,9 @@ from gradguard.detect.base import Context, Verdict
 from gradguard.detect.thresholds import DEFAULTS
 
 MARGIN = 2.0
-SENTINEL = 1e30
+# keys whose honest maximum sits close to what attacks reach get a smaller margin
+MARGINS = {"exposure.exposed_fraction": 1.2}
+CEILING = 100.0  # an override may be at most 100 x its default (thresholds.validate)
 
 # The smallest sensible threshold of a key (anchor or structural minimum); 0 if absent.
 FLOORS = {
@@ -40,18 +43,24 @@ FLOORS = {
     "forensics.bias_extremity": 10.0,
     "forensics.attention": 1.0,
     "dsnr.ratio": 1.0,
+    "exposure.exposed_fraction": 0.4,
+    "exposure.pair_fraction": 0.05,  # 3 of 64 samples
+    "exposure.silencing": 2.0,
+    "exposure.rise": 0.1,
+    "exposure.head_collapse": 0.3,
 }
 
 
 def sentinels(keys=None) -> dict[str, float]:
-    """A distinct, never-reached threshold per key."""
+    """A distinct threshold per key, as high as an override may go (never reached by honest
+    models: a flag under it is reported)."""
     keys = sorted(DEFAULTS if keys is None else keys)
-    return {k: SENTINEL * (1.0 + i / 1024) for i, k in enumerate(keys)}
+    return {k: CEILING * DEFAULTS[k] * (1.0 - i / 4096) for i, k in enumerate(keys)}
 
 
 def key_of(threshold: float, marks: Mapping[str, float]) -> str | None:
     """The key whose sentinel ``threshold`` is, if any."""
-    if not math.isfinite(threshold) or threshold < SENTINEL / 2:
+    if not math.isfinite(threshold):
         return None
     for key, mark in marks.items():
         if math.isclose(threshold, mark, rel_tol=1e-9):
@@ -105,6 +114,8 @@ def score_model(
 def propose(maxima: Mapping[str, float]) -> dict[str, float]:
     """``max(floor, MARGIN x honest max)`` per key (keys never measured keep the default)."""
     return {
-        key: max(FLOORS.get(key, 0.0), MARGIN * maxima[key]) if key in maxima else default
+        key: max(FLOORS.get(key, 0.0), MARGINS.get(key, MARGIN) * maxima[key])
+        if key in maxima
+        else default
         for key, default in DEFAULTS.items()
     }
