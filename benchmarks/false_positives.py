@@ -1,8 +1,11 @@
-"""False-positive rate of every detector and the Guard on honest FedAvg global models.
+"""False-positive rate of every detector and the default Guard on the honest corpus.
 
-    python benchmarks/false_positives.py [--quick] [--seeds 0 1] [--rounds 20] [--every 2]
+    python benchmarks/false_positives.py [--quick] [--fill-reversed]
 
-Writes benchmarks/results/false_positives{,_quick}.json and .md (issue 4, must show 2).
+Trains the evaluation and diverged runs not cached yet (runs/corpus/), scores every
+snapshot, and writes benchmarks/results/false_positives{,_quick}.{json,md}: rates per
+detector, flags per family / optimiser / data set / partition / stage, and how the
+deliberately diverged runs are classified.
 """
 
 from __future__ import annotations
@@ -17,27 +20,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from gradguard.experiments import false_positives as fp  # noqa: E402
+from gradguard.experiments import honest_corpus as hc  # noqa: E402
 from gradguard.experiments.harness import write_results  # noqa: E402
-from gradguard.experiments.honest_corpus import CorpusConfig  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="2 rounds per run (30 models)")
-    p.add_argument("--every", type=int, default=None, help="snapshot every N rounds")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="digits, mlp + convnet, 2 rounds")
+    p.add_argument("--cache", type=Path, default=None, help="corpus cache folder")
+    p.add_argument(
+        "--fill-reversed",
+        action="store_true",
+        help="only score the runs already trained, last to first, into the outcome cache (a "
+        "second process beside a normal run), writing no results",
+    )
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     logging.getLogger("gradguard.detect").setLevel(logging.ERROR)
-    rounds = args.rounds or (2 if args.quick else 20)
-    every = args.every or (1 if args.quick else 2)
-    corpus = CorpusConfig(dataset=args.dataset, seeds=tuple(args.seeds), rounds=rounds, every=every)
-    result = fp.run(fp.FalsePositiveConfig(corpus=corpus))
+    spec = hc.QUICK if args.quick else hc.CorpusSpec()
+    cache = args.cache or (hc.CACHE.with_name("corpus-quick") if args.quick else hc.CACHE)
+    runs = hc.corpus_runs("evaluation", spec)
+    if args.fill_reversed:
+        fp.run(runs[::-1], cache, only_built=True)
+        return 0
+    result = fp.run(runs, cache)
+    diverged_runs = hc.corpus_runs("diverged", spec)
+    if args.quick:
+        diverged_runs = diverged_runs[:1]
+    div = fp.run(diverged_runs, cache)
+    div["classified"] = fp.classify_diverged(div["models"])
     name = "false_positives_quick" if args.quick else "false_positives"
-    js, md = write_results(name, result, fp.to_markdown(result), Path(__file__).parent / "results")
+    payload = {**result, "diverged": div}
+    js, md = write_results(
+        name, payload, fp.to_markdown(result, div), Path(__file__).parent / "results"
+    )
     print(md.read_text())
     print(f"wrote {js} and {md}")
     return 0

@@ -14,6 +14,7 @@ from gradguard.errors import GradguardError
 
 # Cheapest first: the Guard runs them in this order.
 DETECTORS: dict[str, str] = {
+    "health": "gradguard.detect.health:Health",
     "architecture": "gradguard.detect.architecture:ArchitectureCheck",
     "forensics": "gradguard.detect.forensics:Forensics",
     "transmit-snr": "gradguard.detect.filters:TransmitSNR",

@@ -1,54 +1,39 @@
-"""Threshold calibration on honest models only (issue 4, item 4).
+"""Threshold calibration on honest models only (issue 4 item 4, issue 8 item 7).
 
-A calibration corpus of honest global models comes from short FedAvg runs on digits
-(``mlp``, ``convnet``, ``resnet`` with batch and group norm, ``vit-tiny``; IID and
-Dirichlet 0.1; seeds from 1000, disjoint from the evaluation corpus's 0-999). Every
-round's global model, the initial one included, is scored by every detector on the data
-of one client (rotating), as a guard on that client would see it. For each threshold key
-the proposal is ``max(floor, MARGIN x largest honest score)``: ``floor`` is the literature
-anchor (transmit-SNR and D-SNR: 1) or the smallest structural count that means anything.
-No attack is ever scored here.
+Every registered detector scores every honest model of the calibration part of the corpus
+(:mod:`gradguard.experiments.honest_corpus`, seeds 1000+, disjoint from the evaluation
+part). For each threshold key the proposal is ``max(floor, MARGIN x largest honest
+value)``: ``floor`` is the literature anchor (transmit-SNR and D-SNR: 1) or the smallest
+structural value that means anything. No attack is ever scored here.
+
+Keys are found generically: the detectors run with every threshold set to a distinct
+sentinel (``CEILING`` x its default, the most an override may be, far above any honest
+value, so nothing flags), and a finding belongs to the key whose sentinel it was compared
+with. A new detector or key (``detector.key`` in
+:data:`gradguard.detect.thresholds.DEFAULTS`) is therefore picked up with no edit here;
+a check whose findings match no sentinel is reported as unmapped.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
-from gradguard.data import Dataset, partition, train_test
 from gradguard.detect.base import Context, Verdict
 from gradguard.detect.thresholds import DEFAULTS
-from gradguard.fl import Client, Federation, FederationConfig, LocalTraining
-from gradguard.models import build_model
 
 MARGIN = 2.0
+# keys whose honest maximum sits close to what attacks reach get a smaller margin
+MARGINS = {"exposure.exposed_fraction": 1.2}
+CEILING = 100.0  # an override may be at most 100 x its default (thresholds.validate)
 
-# finding check -> threshold key whose honest maximum it measures
-CHECK_TO_KEY = {
-    "architecture.magnitude": "architecture.max_abs",
-    "transmit-snr": "transmit-snr.ratio",
-    "forensics.imprint": "forensics.duplicate_rows",
-    "forensics.trap": "forensics.trap_signs",
-    "forensics.dirac": "forensics.dirac_filters",
-    "forensics.zero-rows": "forensics.zero_rows",
-    "forensics.bias": "forensics.bias_extremity",
-    "forensics.attention": "forensics.attention",
-    "dsnr": "dsnr.ratio",
-    "warmup.z": "warmup.z",
-    "warmup+.z": "warmup+.z",
-    "warmup-paper.z": "warmup-paper.z",
-    "exposure.isolated": "exposure.exposed_fraction",
-    "exposure.pairs": "exposure.pair_fraction",
-    "exposure.silencing": "exposure.silencing",
-    "exposure.rise": "exposure.rise",
-    "exposure.head": "exposure.head_collapse",
-}
-
-# the smallest sensible threshold of each key (anchor or structural minimum)
+# The smallest sensible threshold of a key (anchor or structural minimum); 0 if absent.
 FLOORS = {
+    "health.max_abs": 1e6,
+    "health.collapse": 100.0,  # the output varies by under 1% of its size across inputs
     "architecture.max_abs": 1e6,
     "transmit-snr.ratio": 1.0,
     "forensics.duplicate_rows": 3.0,
@@ -58,118 +43,79 @@ FLOORS = {
     "forensics.bias_extremity": 10.0,
     "forensics.attention": 1.0,
     "dsnr.ratio": 1.0,
-    "warmup.z": 0.0,
-    "warmup+.z": 0.0,
-    "warmup-paper.z": 0.0,
     "exposure.exposed_fraction": 0.4,
     "exposure.pair_fraction": 0.05,  # 3 of 64 samples
     "exposure.silencing": 2.0,
     "exposure.rise": 0.1,
     "exposure.head_collapse": 0.3,
 }
-# keys whose honest maximum sits close to what attacks reach get a smaller margin
-MARGINS = {"exposure.exposed_fraction": 1.2}
-
-MODELS = (
-    ("mlp", None),
-    ("convnet", None),
-    ("resnet", "batch"),
-    ("resnet", "group"),
-    ("vit-tiny", None),
-)
-PARTITIONS = ("iid", "dirichlet:0.1")
 
 
-@dataclass(frozen=True)
-class CorpusSpec:
-    models: tuple[tuple[str, str | None], ...] = MODELS
-    partitions: tuple[str, ...] = PARTITIONS
-    seeds: tuple[int, ...] = (1000,)
-    rounds: int = 6
-    clients: int = 5
-    limit: int = 1500  # digits training examples shared by the clients
-    training: LocalTraining = field(default_factory=lambda: LocalTraining(epochs=1, lr=0.05))
+def sentinels(keys=None) -> dict[str, float]:
+    """A distinct threshold per key, as high as an override may go (never reached by honest
+    models: a flag under it is reported)."""
+    keys = sorted(DEFAULTS if keys is None else keys)
+    return {k: CEILING * DEFAULTS[k] * (1.0 - i / 4096) for i, k in enumerate(keys)}
+
+
+def key_of(threshold: float, marks: Mapping[str, float]) -> str | None:
+    """The key whose sentinel ``threshold`` is, if any."""
+    if not math.isfinite(threshold):
+        return None
+    for key, mark in marks.items():
+        if math.isclose(threshold, mark, rel_tol=1e-9):
+            return key
+    return None
 
 
 @dataclass
-class HonestModel:
-    model: str
-    norm: str | None
-    partition: str
-    seed: int
-    round: int
-    accuracy: float
-    state: dict[str, torch.Tensor]
-    template: torch.nn.Module
-    data: Dataset  # the checking client's local data
-    previous: dict[str, torch.Tensor] | None
+class Scores:
+    """One model's largest value per key, and the checks that matched no key."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    unmapped: set[str] = field(default_factory=set)
+    flagged: list[str] = field(default_factory=list)  # a flag here means a broken sentinel
 
 
-def honest_corpus(spec: CorpusSpec) -> Iterator[HonestModel]:
-    """Every round's honest global model of every run (round 0 = the initial model)."""
-    for seed in spec.seeds:
-        for name, norm in spec.models:
-            for scheme in spec.partitions:
-                train, test = train_test("digits", limit=spec.limit, seed=seed)
-                torch.manual_seed(seed)
-                model = build_model(name, train.image_shape, train.num_classes, norm=norm)
-                parts = partition(train, spec.clients, scheme, seed=seed)
-                clients = [Client(i, p, spec.training) for i, p in enumerate(parts)]
-                fed = Federation(
-                    model,
-                    clients,
-                    test,
-                    FederationConfig(rounds=spec.rounds, training=spec.training, seed=seed),
-                )
-                prev = None
-                for rnd in range(spec.rounds + 1):
-                    acc = fed.round(rnd).accuracy if rnd else float("nan")
-                    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    data = parts[rnd % spec.clients]
-                    yield HonestModel(
-                        name,
-                        norm,
-                        scheme,
-                        seed,
-                        rnd,
-                        acc,
-                        state,
-                        build_model(name, train.image_shape, train.num_classes, norm=norm),
-                        data,
-                        prev,
-                    )
-                    prev = state
-
-
-def raw_scores(verdict: Verdict) -> dict[str, float]:
-    """Largest measured value per threshold key in a detector's verdict."""
-    out: dict[str, float] = {}
+def raw_scores(verdict: Verdict, marks: Mapping[str, float], into: Scores) -> Scores:
+    """Fold a verdict's findings (run under ``marks``) into per-key maxima."""
     for f in verdict.findings:
-        key = CHECK_TO_KEY.get(f.check)
-        if key is not None and not math.isnan(f.value):
-            out[key] = max(out.get(key, -math.inf), f.value)
-    return out
+        if f.flagged:
+            into.flagged.append(f"{f.check} on {f.layer}: {f.message}")
+        key = key_of(f.threshold, marks)
+        if key is None:
+            into.unmapped.add(f.check)
+        elif not math.isnan(f.value):
+            into.values[key] = max(into.values.get(key, -math.inf), float(f.value))
+    return into
+
+
+def calibration_detectors(names=None) -> tuple[list, dict[str, float]]:
+    """Every registered detector (or ``names``) built with sentinel thresholds."""
+    from gradguard.detect import DETECTORS, get_detector
+
+    marks = sentinels()
+    return [get_detector(n, marks) for n in (names or DETECTORS)], marks
 
 
 def score_model(
-    m: HonestModel, detectors: list, on_each: Callable | None = None
-) -> dict[str, float]:
-    ctx = Context(m.template, m.data, m.previous)
-    scores: dict[str, float] = {}
+    state: dict[str, torch.Tensor],
+    ctx: Context,
+    detectors: list,
+    marks: Mapping[str, float],
+) -> Scores:
+    """Every detector on one honest model; per-key maxima."""
+    scores = Scores()
     for det in detectors:
-        v = det.inspect(m.state, ctx)
-        scores.update(raw_scores(v))
-        if on_each:
-            on_each(det.name, v)
+        raw_scores(det.inspect(state, ctx), marks, scores)
     return scores
 
 
-def propose(maxima: dict[str, float]) -> dict[str, float]:
+def propose(maxima: Mapping[str, float]) -> dict[str, float]:
     """``max(floor, MARGIN x honest max)`` per key (keys never measured keep the default)."""
-    out = {}
-    for key, default in DEFAULTS.items():
-        if key in maxima:
-            out[key] = max(FLOORS.get(key, 0.0), MARGINS.get(key, MARGIN) * maxima[key])
-        else:
-            out[key] = default
-    return out
+    return {
+        key: max(FLOORS.get(key, 0.0), MARGINS.get(key, MARGIN) * maxima[key])
+        if key in maxima
+        else default
+        for key, default in DEFAULTS.items()
+    }

@@ -1,14 +1,16 @@
 """The Guard: detectors cheapest first under a policy, failing closed (design: Guard).
 
-Policies: ``abstain`` (default) refuses a flagged model; ``warn`` logs it and trains
-anyway; ``strict`` also refuses an honest model whose update would expose more of the
-client's batch than ``exposure.strict_fraction`` (the leakage audit, detect/exposure.py).
-Under every policy, a model that cannot be verified (unreadable, non-finite, wrong shapes,
-absurd values, expanded tensor views, more bytes than the client's model, any internal
-error) is never trained on. A configured detector that needs local data and got none makes
-the verdict unverified too: configure only data-free detectors to run without data.
-Invalid configurations (unknown policy or detector, an empty detector set, unknown or
-disarming thresholds) raise :class:`~gradguard.detect.thresholds.ConfigError`.
+The ``health`` check always runs first: a diverged model (NaN, exploded, collapsed) is
+unverifiable and names no attack. Policies: ``abstain`` (default) refuses a flagged model;
+``warn`` logs it and trains anyway; ``strict`` also refuses an honest model whose update
+would expose more of the client's batch than ``exposure.strict_fraction`` (the leakage
+audit, detect/exposure.py). Under every policy, a model that cannot be verified
+(unreadable, non-finite, wrong shapes, absurd values, expanded tensor views, more bytes
+than the client's model, any internal error) is never trained on. A configured detector
+that needs local data and got none makes the verdict unverified too: configure only
+data-free detectors to run without data. Invalid configurations (unknown policy or
+detector, an empty detector set, unknown or disarming thresholds) raise
+:class:`~gradguard.detect.thresholds.ConfigError`.
 """
 
 from __future__ import annotations
@@ -96,8 +98,9 @@ class Guard:
         if not isinstance(self.config, GuardConfig):
             raise ConfigError(f"config must be a GuardConfig, got {type(config).__name__}")
         order = list(DETECTORS)
+        # health first, always: a diverged model is "cannot verify", not a named attack
         names = sorted(
-            dict.fromkeys(self.config.detectors),
+            dict.fromkeys(("health", *self.config.detectors)),
             key=lambda n: order.index(n) if n in order else len(order),
         )
         options = {n: dict(self.config.options.get(n, {})) for n in names}
@@ -270,5 +273,5 @@ def _sanity(received, max_bytes: int, max_entries: int) -> tuple[str, dict[str, 
         if v.is_floating_point() and v.numel():
             peaks[k] = peak_abs(v)
             if not math.isfinite(peaks[k]):
-                return f"{k} holds non-finite values (NaN or Inf)", {}
+                return f"{k} holds non-finite values (NaN or Inf): diverged or corrupted", {}
     return "", peaks

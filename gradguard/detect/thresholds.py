@@ -1,11 +1,12 @@
 """Default thresholds, by ``"detector.key"``.
 
 Every value here was set from honest models only: ``python benchmarks/calibrate.py``
-scores a calibration corpus of honest global models (short FedAvg runs on digits, seeds
-1000+, disjoint from the evaluation corpus) and proposes ``margin x (largest honest
-score)``; docs/detection.md gives the margins and the measured honest maxima. Where a
-literature anchor exists (transmit-SNR and D-SNR flag above 1) it is kept when it lies
-above the calibrated value. No value was tuned on attacks.
+scores the calibration part of the honest corpus (gradguard/experiments/honest_corpus.py:
+every zoo family, five optimisers, digits, Fashion-MNIST and colour photo patches, seeds
+1000+, disjoint from the evaluation part) and proposes ``max(floor, 2 x largest honest
+value)`` (rounded up to 3 digits); benchmarks/results/calibrate.md has the maxima and where
+they were measured. Where a literature anchor exists (transmit-SNR and D-SNR flag above 1)
+it is the floor. No value was tuned on attacks.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from collections.abc import Mapping
 from gradguard.errors import GradguardError
 
 DEFAULTS: dict[str, float] = {
+    # health: a model beyond these has diverged (cannot verify, no attack named)
+    "health.max_abs": 1e6,  # largest |value| of the state
+    # mean |logit| / largest spread across local inputs, with one class predicted for all
+    "health.collapse": 100.0,
     # architecture: largest |value| a float entry may hold before the model is unverifiable
     "architecture.max_abs": 1e6,
-    # transmit-SNR of first-conv filters (anchors: benign < 1, Dirac ~1e6)
-    "transmit-snr.ratio": 1.0,
+    # transmit-SNR of first-conv filters (anchors: benign < 1, Dirac ~1e6; honest corpus
+    # reaches 0.717 on a Fashion-MNIST convnet, so 2x that is above the anchor)
+    "transmit-snr.ratio": 1.44,
     # forensics
     "forensics.duplicate_rows": 3.0,  # rows of one linear layer with a near-identical twin
     "forensics.trap_signs": 12.0,  # -log10 p of rows with exactly half negative weights
@@ -28,19 +34,19 @@ DEFAULTS: dict[str, float] = {
     "forensics.zero_rows": 1.0,  # all-zero rows in the first or last linear layer
     "forensics.bias_extremity": 10.0,  # last-layer max|b| / median row norm
     "forensics.attention": 1.0,  # attention layers with zeroed queries or identity keys
-    # D-SNR (anchors: flag above 1)
-    "dsnr.ratio": 1.0,
+    # D-SNR (anchor: flag above 1; an honest Fashion-MNIST mlp under AdamW reaches 1.36)
+    "dsnr.ratio": 2.73,
     # warm-up Z-score (seed 000, section 5): any |Z| above this flags
-    "warmup.z": 1.1e8,
-    "warmup+.z": 360.0,
+    "warmup.z": 5.12e8,
+    "warmup+.z": 3610.0,
     "warmup-paper.z": 36.6,  # 2 x 18.3, the honest max on calibrate.py's 140 models
     # exposure (leakage audit, probe batch of 64): provisional, from a small honest sample
     "exposure.exposed_fraction": 0.45,  # samples any known decoder returns at >= 30 dB
     "exposure.pair_fraction": 0.05,  # isolated by pairs cancelling >= 8x, 4+ classes
     "exposure.silencing": 4.0,  # effective speakers by the head's errors / below the head
-    "exposure.rise": 0.15,
+    "exposure.rise": 0.15,  # exposed share above the last accepted model's
     # 1 - effective rank / (C - 1) of the head's centred rows (honest <= 0.17 measured)
-    "exposure.head_collapse": 0.4,  # exposed share above the last accepted model's
+    "exposure.head_collapse": 0.4,
     "exposure.strict_fraction": 0.05,  # policy "strict": own exposure above this abstains
 }
 

@@ -1,113 +1,197 @@
-"""False positives: every detector and the Guard on honest FedAvg global models (issue 4,
-must show 2; seed 000 section 5.3 claims benign models stay under the threshold).
+"""False positives: every detector and the Guard on the honest corpus (issue 8, item 7;
+seed 000 section 5.3 claims benign models stay under the threshold).
 
-The models come from :mod:`gradguard.experiments.honest_corpus`: real federated training of
-mlp, convnet, resnet (batch and group norm) and vit-tiny on IID and Dirichlet(0.1)
-partitions, snapshotted from the initial model to convergence. A flag on any of them is a
-false positive; so is a model the Guard could not verify.
+The models come from the evaluation part of :mod:`gradguard.experiments.honest_corpus`
+(seeds 0-999; thresholds are calibrated on seeds 1000+): every zoo family, five local
+optimisers, digits, Fashion-MNIST and a colour photo-patch folder, IID and Dirichlet(0.1),
+from the initial model to the last round. A flag on any of them is a false positive; so is
+a model the Guard could not verify. The ``diverged`` part (learning rates far too high) is
+reported apart: there the right answer is "cannot verify" with no attack named.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from gradguard.experiments import honest_corpus as hc
 from gradguard.experiments.harness import GUARD, default_detectors, inspect_all, markdown_table
 from gradguard.experiments.harness import progress as progress_bar
-from gradguard.experiments.honest_corpus import CorpusConfig, honest_models
+
+AXES = ("family", "optimiser", "dataset", "partition", "stage")
+# Detectors outside the default Guard that cost about a local epoch each (the faithful
+# warm-up's 640 sample-gradients, D-SNR's per-example gradients): on the shared 2-core
+# machine they run on the first and last snapshot of each run only.
+COSTLY = ("dsnr", "warmup")
 
 
-@dataclass(frozen=True)
-class FalsePositiveConfig:
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    detectors: tuple[str, ...] | None = None  # None: every registered detector
+def is_end(m: hc.CorpusModel) -> bool:
+    """The first (initial or round 1) or last snapshot of its run."""
+    return m.round in (m.run.snapshots[0], m.run.rounds)
 
 
-def run(cfg: FalsePositiveConfig = FalsePositiveConfig(), progress: bool = True) -> dict[str, Any]:
-    """Inspect every honest model; return per-model rows and per-detector rates."""
-    names = list(cfg.detectors) if cfg.detectors else default_detectors()
-    rows: list[dict[str, Any]] = []
+def run(
+    runs: list[hc.RunSpec],
+    cache: Path = hc.CACHE,
+    detectors: list[str] | None = None,
+    progress: bool = True,
+    only_built: bool = False,
+) -> dict[str, Any]:
+    """Inspect every snapshot of ``runs`` with each detector and the default Guard.
+
+    Outcomes are cached next to each run (``outcomes.json``, per detector under the version
+    of :func:`detection_versions`), so a second scorer working through the runs from the
+    other end, or a rerun after a threshold change, rescores only what changed."""
+    names = detectors or default_detectors()
     start = time.perf_counter()
-    with progress_bar("honest models", cfg.corpus.size, progress) as (bar, task):
-        for m in honest_models(cfg.corpus):
-            outcomes = inspect_all(m.state, m.template, m.data, names, previous=m.previous)
-            rows.append(
-                {
-                    "key": m.key,
-                    "family": m.family,
-                    "partition": m.partition,
-                    "seed": m.seed,
-                    "round": m.round,
-                    "accuracy": m.accuracy,
-                    "client": m.client,
-                    "local_examples": len(m.data),
-                    "detectors": {k: vars(o) for k, o in outcomes.items()},
-                }
-            )
-            bar.update(task, advance=1)
+    if only_built:  # score what is trained already, train nothing
+        runs = [r for r in runs if (Path(cache) / r.name / "meta.json").exists()]
+    else:
+        with progress_bar("training corpus runs", len(runs), progress) as (bar, task):
+            hc.build(runs, cache, on_run=lambda _: bar.advance(task))
+    built = time.perf_counter() - start
+    versions = detection_versions(names)
+    rows: list[dict[str, Any]] = []
+    with progress_bar("scoring corpus models", hc.size(runs), progress) as (bar, task):
+        for run in runs:
+            saved = Path(cache) / run.name / "outcomes.json"
+            known = json.loads(saved.read_text()) if saved.exists() else {}
+            for m in hc.models([run], cache):
+                here = [n for n in names if n not in COSTLY or is_end(m)]
+                cached = known.setdefault(str(m.round), {})
+                fresh = [n for n in here if cached.get(n, {}).get("version") != versions[n]]
+                stale_guard = cached.get(GUARD, {}).get("version") != versions[GUARD]
+                if fresh or stale_guard:
+                    outcomes = inspect_all(
+                        m.state, m.template, m.data, fresh, m.previous, guard=stale_guard
+                    )
+                    for k, o in outcomes.items():
+                        cached[k] = {**vars(o), "version": versions[k]}
+                rows.append({**m.record(), "detectors": {k: cached[k] for k in here + [GUARD]}})
+                bar.advance(task)
+            tmp = saved.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known))
+            tmp.replace(saved)
     return {
-        "config": _config_dict(cfg),
         "detectors": names + [GUARD],
         "models": rows,
         "summary": summarize(rows, names + [GUARD]),
-        "seconds": time.perf_counter() - start,
+        "build_seconds": built,
+        "score_seconds": time.perf_counter() - start - built,
     }
+
+
+def code_version() -> str:
+    """A hash of the detection code and of :data:`COSTLY` (thresholds.py aside: threshold
+    values enter per detector; calibrate.py aside: it does not detect)."""
+    code = hashlib.sha256(json.dumps(COSTLY).encode())
+    root = Path(__file__).resolve().parents[1] / "detect"
+    for f in sorted(root.rglob("*.py")):
+        if f.name not in ("thresholds.py", "calibrate.py"):
+            code.update(f.read_bytes())
+    return code.hexdigest()[:12]
+
+
+def detection_versions(names: list[str]) -> dict[str, str]:
+    """Per detector (and the Guard), a hash of the detection code and of the thresholds it
+    reads: a cached outcome is reused only while both are unchanged."""
+    from gradguard.detect import GuardConfig
+    from gradguard.detect.thresholds import DEFAULTS
+
+    code = code_version()
+
+    def version(detectors: list[str]) -> str:
+        keys = sorted((k, v) for k, v in DEFAULTS.items() if k.split(".")[0] in detectors)
+        return hashlib.sha256((code + json.dumps(keys)).encode()).hexdigest()[:12]
+
+    out = {n: version([n]) for n in names}
+    out[GUARD] = version(["health", *GuardConfig().detectors])
+    return out
 
 
 def summarize(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     overall = {}
     for name in names:
-        outs = [r["detectors"][name] for r in rows]
-        flagged = sum(o["flagged"] for o in outs)
+        outs = [r["detectors"][name] for r in rows if name in r["detectors"]]
         scores = [o["score"] for o in outs if o["score"] == o["score"]]
         overall[name] = {
             "models": len(outs),
-            "flagged": flagged,
+            "flagged": sum(o["flagged"] for o in outs),
             "unverified": sum(not o["verified"] for o in outs),
             "errors": sum(bool(o["error"]) for o in outs),
-            "fpr": flagged / max(1, len(outs)),
+            "fpr": sum(o["flagged"] for o in outs) / max(1, len(outs)),
             "max_score": max(scores) if scores else float("nan"),
             "mean_seconds": sum(o["elapsed_s"] for o in outs) / max(1, len(outs)),
         }
-    groups: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for r in rows:
-        g = f"{r['family']} / {r['partition']}"
-        groups[g]["models"] += 1
-        for name in names:
-            groups[g][name] += int(r["detectors"][name]["flagged"])
+    by_axis: dict[str, dict[str, dict[str, int]]] = {}
+    for axis in AXES:
+        groups: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for r in rows:
+            g = groups[str(r[axis])]
+            g["models"] += 1
+            for name in names:
+                if name in r["detectors"]:
+                    g[name] += int(r["detectors"][name]["flagged"])
+        by_axis[axis] = {k: dict(v) for k, v in sorted(groups.items())}
+    acc = [r["accuracy"] for r in rows if r["accuracy"] == r["accuracy"]]
     return {
         "overall": overall,
-        "by_group": {g: dict(v) for g, v in groups.items()},
-        "accuracy_range": [min(r["accuracy"] for r in rows), max(r["accuracy"] for r in rows)]
-        if rows
-        else [],
+        "by_axis": by_axis,
+        "composition": hc.Composition.of(rows).counts,
+        "accuracy_range": [min(acc), max(acc)] if acc else [],
     }
 
 
-def to_markdown(result: dict[str, Any]) -> str:
+def classify_diverged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per diverged model: the Guard's answer, and which detectors alone name an attack."""
+    out = []
+    for r in rows:
+        guard = r["detectors"][GUARD]
+        named = [
+            f"{k}: {o['summary']}"
+            for k, o in r["detectors"].items()
+            if k not in (GUARD, "health") and o["flagged"] and o["verified"]
+        ]
+        out.append(
+            {
+                "key": r["key"],
+                "accuracy": r["accuracy"],
+                "guard_verified": guard["verified"],
+                "guard_flagged": guard["flagged"],
+                "guard_reason": guard["summary"] or guard["error"],
+                "names_attack": "diverged" not in guard["summary"]
+                and "collapsed" not in guard["summary"]
+                and "non-finite" not in guard["summary"],
+                "detectors_alone_naming_attacks": named,
+            }
+        )
+    return out
+
+
+def to_markdown(result: dict[str, Any], diverged: dict[str, Any] | None = None) -> str:
     names, s = result["detectors"], result["summary"]
     n = len(result["models"])
+    comp = s["composition"]
     out = [
-        f"# False positives on {n} honest FedAvg global models\n",
-        f"Corpus: {result['config']['corpus']}. Test accuracy of the snapshots: "
-        f"{s['accuracy_range'][0]:.3f} to {s['accuracy_range'][1]:.3f}. "
-        f"Runtime {result['seconds']:.0f} s (noisy: shared 2-core machine).\n",
-        "## False-positive rate per detector\n",
-    ]
-    out.append(
+        f"# False positives on {n} honest FedAvg global models (evaluation part, seeds 0-999)\n\n",
+        "Composition: "
+        + "; ".join(
+            f"{axis}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+            for axis, c in comp.items()
+        )
+        + f". Test accuracy of the snapshots: {s['accuracy_range'][0]:.3f} to "
+        f"{s['accuracy_range'][1]:.3f}. Corpus training {result['build_seconds']:.0f} s "
+        f"(0 when cached), scoring {result['score_seconds']:.0f} s (shared 2-core machine).\n\n",
+        "## False-positive rate per detector (`guard` = the default Guard)\n\n",
+        f"{', '.join(COSTLY)} (outside the default Guard, about a local epoch each) ran on the "
+        "first and last snapshot of each run only: see their models column.\n\n",
         markdown_table(
-            [
-                "detector",
-                "models",
-                "flagged",
-                "FPR",
-                "unverified",
-                "errors",
-                "max score",
-                "mean time (ms)",
-            ],
+            ["detector", "models", "flagged", "FPR", "unverified", "errors", "max score", "ms"],
             [
                 [
                     k,
@@ -121,42 +205,51 @@ def to_markdown(result: dict[str, Any]) -> str:
                 ]
                 for k, v in s["overall"].items()
             ],
+        ),
+    ]
+    for axis, groups in s["by_axis"].items():
+        out.append(f"\n## Flags per {axis}\n\n")
+        out.append(
+            markdown_table(
+                [axis, "models"] + names,
+                [[g, v["models"]] + [v.get(k, 0) for k in names] for g, v in groups.items()],
+            )
         )
-    )
-    out.append("\n## Flags per model family and partition\n")
-    out.append(
-        markdown_table(
-            ["family / partition", "models"] + names,
-            [[g, v["models"]] + [v[k] for k in names] for g, v in s["by_group"].items()],
-        )
-    )
     flagged = [
         (r["key"], k, o)
         for r in result["models"]
         for k, o in r["detectors"].items()
         if o["flagged"]
     ]
-    out.append(f"\n## Flagged honest models ({len(flagged)} flags)\n")
+    out.append(f"\n## Flagged honest models ({len(flagged)} flags)\n\n")
     if flagged:
         out.append(
             markdown_table(
                 ["model", "detector", "reason"],
-                [[key, k, (o["error"] or o["summary"])[:160]] for key, k, o in flagged[:40]],
+                [[key, k, (o["error"] or o["summary"])[:160]] for key, k, o in flagged[:60]],
             )
         )
     else:
         out.append("None.\n")
+    if diverged:
+        rows = diverged["classified"]
+        out.append(
+            f"\n## Diverged runs ({len(rows)} models, learning rates far too high)\n\n"
+            f"Guard: {sum(not r['guard_verified'] for r in rows)} of {len(rows)} "
+            f"'cannot verify', {sum(r['names_attack'] for r in rows)} name an attack.\n\n"
+        )
+        out.append(
+            markdown_table(
+                ["model", "accuracy", "Guard verdict", "detectors alone that name an attack"],
+                [
+                    [
+                        r["key"],
+                        r["accuracy"],
+                        r["guard_reason"][:110],
+                        "; ".join(x[:70] for x in r["detectors_alone_naming_attacks"]) or "-",
+                    ]
+                    for r in rows
+                ],
+            )
+        )
     return "".join(out)
-
-
-def _config_dict(cfg: FalsePositiveConfig) -> dict[str, Any]:
-    c = cfg.corpus
-    return {
-        "corpus": (
-            f"{c.dataset}{'' if c.limit is None else f' ({c.limit} examples)'}, "
-            f"{len(c.families)} families x {len(c.partitions)} partitions x "
-            f"seeds {list(c.seeds)}, {c.rounds} rounds, {c.clients} clients, "
-            f"local {c.training}"
-        ),
-        "detectors": list(cfg.detectors) if cfg.detectors else None,
-    }

@@ -15,13 +15,18 @@ from gradguard.errors import GradguardError
 from gradguard.fl.dp import ClientDP, privatize
 from gradguard.fl.update import Update, float_state
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
 
 @dataclass(frozen=True)
 class LocalTraining:
     """How a client trains in a round.
 
     ``fedsgd``: one gradient on one batch of ``batch_size`` (no step is taken).
-    Otherwise FedAvg: ``epochs`` passes of SGD, or exactly ``steps`` steps when given.
+    Otherwise FedAvg: ``epochs`` passes of ``optimizer``, or exactly ``steps`` steps when
+    given. ``optimizer`` is ``sgd`` (heavy-ball ``momentum``), ``adam`` or ``adamw``
+    (decoupled ``weight_decay``; for ``sgd`` and ``adam`` it is L2), with a fresh optimiser
+    state every round; ``label_smoothing`` goes to the cross-entropy.
     """
 
     epochs: int = 1
@@ -30,6 +35,9 @@ class LocalTraining:
     momentum: float = 0.0
     steps: int | None = None
     fedsgd: bool = False
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or (self.steps is not None and self.steps < 1):
@@ -37,6 +45,15 @@ class LocalTraining:
         if not (self.lr > 0) or not (0 <= self.momentum < 1):
             raise GradguardError(
                 f"need lr > 0 and 0 <= momentum < 1 (got lr={self.lr}, momentum={self.momentum})"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise GradguardError(
+                f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}"
+            )
+        if not (self.weight_decay >= 0) or not (0 <= self.label_smoothing < 1):
+            raise GradguardError(
+                f"need weight_decay >= 0 and 0 <= label_smoothing < 1 (got "
+                f"{self.weight_decay}, {self.label_smoothing})"
             )
 
 
@@ -55,7 +72,7 @@ def local_update(
     if cfg.fedsgd:
         idx = torch.randperm(len(data), generator=g)[: cfg.batch_size]
         net.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(net(data.x[idx]), data.y[idx])
+        loss = F.cross_entropy(net(data.x[idx]), data.y[idx], label_smoothing=cfg.label_smoothing)
         loss.backward()
         params = dict(net.named_parameters())
         grads = {
@@ -70,6 +87,7 @@ def local_update(
         )
     params = [p for p in net.parameters() if p.requires_grad]
     momenta = [torch.zeros_like(p) for p in params] if cfg.momentum else []
+    optimizer = _torch_optimizer(params, cfg)
     steps, seen, total_loss = 0, 0, 0.0
     epochs = cfg.epochs if cfg.steps is None else 10**9
     for _ in range(epochs):
@@ -80,9 +98,14 @@ def local_update(
             idx = order[i : i + cfg.batch_size]
             for p in params:
                 p.grad = None
-            loss = F.cross_entropy(net(data.x[idx]), data.y[idx])
+            loss = F.cross_entropy(
+                net(data.x[idx]), data.y[idx], label_smoothing=cfg.label_smoothing
+            )
             loss.backward()
-            _sgd_step(params, momenta, cfg.lr, cfg.momentum)
+            if optimizer is not None:
+                optimizer.step()
+            else:
+                _sgd_step(params, momenta, cfg.lr, cfg.momentum)
             steps, seen, total_loss = steps + 1, seen + len(idx), total_loss + loss.item()
         if cfg.steps is not None and steps >= cfg.steps:
             break
@@ -97,6 +120,19 @@ def local_update(
         client_id,
         {"loss": total_loss / max(1, steps)},
     )
+
+
+def _torch_optimizer(params: list[torch.Tensor], cfg: LocalTraining):
+    """``torch.optim`` Adam / AdamW, or SGD with weight decay; None for the plain SGD below."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.weight_decay:
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return None
 
 
 def _sgd_step(

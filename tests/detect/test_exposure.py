@@ -163,13 +163,13 @@ def test_guard_names_the_exposure_after_a_cheaper_detector_flags(honest, imprint
     _, local, aux = digits
     guard = Guard(template=honest["mlp"], data=local)
     v = guard.check(imprinted["mlp"].state_dict())
-    assert v.detector == "guard[architecture,forensics,exposure]" and not guard.allows(v)
+    assert v.detector == "guard[health,architecture,forensics,exposure]" and not guard.allows(v)
     assert v.summary().startswith("this round would expose ")
     assert v.metadata["exposure"]["exposed"] >= 20 and v.metadata["exposure"]["tampered"]
     # a model that does not fit the client's architecture is not audited after the flag
     arch, _ = get_attack("imprint-arch", bins=8).manipulate(honest["mlp"], aux)
     w = guard.check(arch.state_dict())
-    assert w.detector == "guard[architecture]" and w.malicious and "exposure" not in w.metadata
+    assert w.detector == "guard[health,architecture]" and w.malicious and "exposure" not in w.metadata
 
 
 def test_head_collapse_separates_fishing_heads_from_honest_ones():

@@ -19,11 +19,11 @@ def test_guard_abstains_on_attack_and_allows_honest(honest, imprinted, digits):
     guard = Guard(template=honest["mlp"], data=local)
     ok = guard.check(honest["mlp"].state_dict())
     assert not ok.malicious and guard.allows(ok)
-    assert ok.detector == "guard[architecture,forensics,transmit-snr,warmup+,exposure]"
+    assert ok.detector == "guard[health,architecture,forensics,transmit-snr,warmup+,exposure]"
     v = guard.check(imprinted["mlp"].state_dict())
     assert v.malicious and not guard.allows(v)
     # stopped at the first decisive one; the exposure audit still says what is at stake
-    assert v.detector == "guard[architecture,forensics,exposure]"
+    assert v.detector == "guard[health,architecture,forensics,exposure]"
     assert "imprint" in v.summary()
     assert len(guard.history) == 2
 

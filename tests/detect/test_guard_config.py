@@ -62,14 +62,14 @@ def test_no_local_data_fails_closed_unless_only_data_free_detectors(mlp):
     assert "warmup+" in v.summary()
     v = Guard(GuardConfig(detectors=STATIC), template=mlp).check(honest)
     assert v.verified and not v.malicious
-    assert v.metadata["ran"] == list(STATIC) and v.metadata["skipped"] == {}
+    assert v.metadata["ran"] == ["health", *STATIC] and v.metadata["skipped"] == {}
 
 
 def test_verdict_lists_detectors_run_and_skipped(mlp, digits):
     bad, _ = get_attack("imprint").manipulate(build_model("mlp", (1, 8, 8), 10), digits[2])
     v = Guard(template=mlp).check(bad.state_dict())
     assert v.malicious and v.verified  # flagged by forensics: a real verdict
-    assert v.metadata["ran"] == ["architecture", "forensics"]
+    assert v.metadata["ran"] == ["health", "architecture", "forensics"]
     assert set(v.metadata["skipped"]) == {"transmit-snr", "warmup+", "exposure"}
 
 

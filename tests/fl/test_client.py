@@ -1,9 +1,11 @@
 """Local training: FedSGD is the true batch gradient, FedAvg's delta is the parameter change."""
 
+import pytest
 import torch
 from torch.nn import functional as F
 
 from gradguard.data import train_test
+from gradguard.errors import GradguardError
 from gradguard.fl import Client, LocalTraining, local_update
 from gradguard.fl.byzantine import SignFlip
 from gradguard.fl.update import float_state
@@ -86,3 +88,24 @@ def test_guard_abstains():
     seen = []
     client = Client(0, data, LocalTraining(steps=1), guard=lambda m: seen.append(m) or False)
     assert client.train(model, torch.Generator()) is None and seen == [model]
+
+
+def test_adam_adamw_and_label_smoothing_train():
+    model, data = _setup()
+    x, y = data.x, data.y
+    before = F.cross_entropy(model(x), y).item()
+    for opts in (
+        {"optimizer": "adam", "lr": 1e-3},
+        {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05},
+        {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "label_smoothing": 0.1},
+        {"optimizer": "sgd", "lr": 0.05, "weight_decay": 0.01},
+    ):
+        update = local_update(model, data, LocalTraining(epochs=3, batch_size=8, **opts))
+        trained = build_model("mlp", data.image_shape, 10)
+        state = {k: v + update.as_delta()[k] for k, v in float_state(model).items()}
+        trained.load_state_dict(state)
+        assert F.cross_entropy(trained(x), y).item() < before, opts
+    with pytest.raises(GradguardError):
+        LocalTraining(optimizer="rmsprop")
+    with pytest.raises(GradguardError):
+        LocalTraining(label_smoothing=1.0)

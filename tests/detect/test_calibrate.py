@@ -1,0 +1,32 @@
+"""Calibration maps every check of every registered detector to a threshold key."""
+
+from __future__ import annotations
+
+from gradguard.detect import DETECTORS
+from gradguard.detect.base import Context
+from gradguard.detect.calibrate import FLOORS, MARGIN, calibration_detectors, propose, score_model
+from gradguard.detect.thresholds import DEFAULTS
+
+
+def test_every_check_maps_to_a_key_and_every_key_is_measured(honest, digits):
+    _, local, _ = digits
+    detectors, marks = calibration_detectors()
+    assert [d.name for d in detectors] == list(DETECTORS)
+    measured: set[str] = set()
+    for name in ("mlp", "convnet", "vit"):
+        model = honest[name]
+        s = score_model(model.state_dict(), Context(model, local), detectors, marks)
+        assert not s.unmapped, (name, s.unmapped)
+        assert not s.flagged, (name, s.flagged)  # sentinels are never reached
+        measured |= set(s.values)
+    # measured only with a previous model, or under the strict policy
+    situational = {"exposure.rise", "exposure.strict_fraction"}
+    assert measured == set(DEFAULTS) - situational
+
+
+def test_proposal_is_margin_times_honest_max_above_the_floor():
+    maxima = {"warmup+.z": 250.0, "dsnr.ratio": 0.2}
+    out = propose(maxima)
+    assert out["warmup+.z"] == MARGIN * 250.0
+    assert out["dsnr.ratio"] == FLOORS["dsnr.ratio"]  # the anchor wins over 0.4
+    assert out["forensics.attention"] == DEFAULTS["forensics.attention"]  # not measured
