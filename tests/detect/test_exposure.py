@@ -169,7 +169,8 @@ def test_guard_names_the_exposure_after_a_cheaper_detector_flags(honest, imprint
     # a model that does not fit the client's architecture is not audited after the flag
     arch, _ = get_attack("imprint-arch", bins=8).manipulate(honest["mlp"], aux)
     w = guard.check(arch.state_dict())
-    assert w.detector == "guard[health,architecture]" and w.malicious and "exposure" not in w.metadata
+    assert w.detector == "guard[health,architecture]" and w.malicious
+    assert "exposure" not in w.metadata
 
 
 def test_head_collapse_separates_fishing_heads_from_honest_ones():
