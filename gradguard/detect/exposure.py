@@ -29,7 +29,6 @@ exposure above ``exposure.strict_fraction``.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Mapping
@@ -309,7 +308,6 @@ class ExposureAudit:
         self.batch, self.psnr_db, self.k, self.seed = batch, psnr_db, neighbours, seed
         self.strict = strict
         self._previous: tuple[tuple[int, float], Probe] | None = None
-        self._fresh: tuple[tuple[int, int], Probe] | None = None
 
     def _batch(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         assert ctx.data is not None
@@ -320,21 +318,6 @@ class ExposureAudit:
     def measure(self, state: dict[str, torch.Tensor], ctx: Context) -> Probe:
         x, y = self._batch(ctx)
         return probe(ctx.template, state, x, y, self.psnr_db, self.k)
-
-    def fresh(self, ctx: Context) -> Probe:
-        """The probe on a freshly initialised copy of the client's own model: what an honest
-        server's first model of this architecture exposes (measured once per template)."""
-        key = (id(ctx.template), id(ctx.data))
-        if self._fresh is None or self._fresh[0] != key:
-            model = copy.deepcopy(ctx.template)
-            with torch.random.fork_rng(), torch.no_grad():
-                torch.manual_seed(self.seed)
-                for m in model.modules():
-                    if hasattr(m, "reset_parameters"):
-                        m.reset_parameters()
-            state = {k: v.detach() for k, v in model.state_dict().items()}
-            self._fresh = (key, self.measure(state, ctx))
-        return self._fresh[1]
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
@@ -352,11 +335,10 @@ class ExposureAudit:
         layer = worst.layer if worst else "-"
         built = p.most_structured
         structured = len(built.structured) if built else 0
-        # an architecture that exposes much by itself (a wide first layer) raises the bar to
-        # its own fresh exposure plus the rise an honest round may bring
-        base = self.fresh(ctx).worst
-        own = len(base.exposed) / n if base else 0.0
-        bar = max(t["exposed_fraction"], own + t["rise"])
+        # honest models reach every level of single-row exposure (an AdamW-trained mlp on
+        # Fashion-MNIST: 64 of 64), so alone it names the client's own exposure; calibrated
+        # on honest models its threshold (> 1) never flags: ``rise`` and ``strict`` use it
+        bar = t["exposed_fraction"]
         findings = [
             Finding(
                 "exposure.isolated",
@@ -364,8 +346,7 @@ class ExposureAudit:
                 exposed / n,
                 bar,
                 f"{exposed} of {n} samples come back at >= {self.psnr_db:g} dB "
-                f"({len(worst.by_rows) if worst else 0} by single rows, {pairs} by row pairs; "
-                f"a freshly initialised copy of your model exposes {own * n:.0f})",
+                f"({len(worst.by_rows) if worst else 0} by single rows, {pairs} by row pairs)",
                 exposed / n >= bar,
             ),
             Finding(
@@ -465,7 +446,6 @@ class ExposureAudit:
                 "should_speak": p.should_speak,
                 "top_share": p.top_share,
                 "rise": rise,
-                "fresh_exposed": round(own * n),
                 "tampered": tampered,
                 "sentence": sentence,
                 "layers": {e.layer: len(e.exposed) for e in p.layers},

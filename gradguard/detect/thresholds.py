@@ -39,14 +39,16 @@ DEFAULTS: dict[str, float] = {
     # warm-up Z-score (seed 000, section 5): any |Z| above this flags
     "warmup.z": 5.12e8,
     "warmup+.z": 3610.0,
-    "warmup-paper.z": 36.6,  # 2 x 18.3, the honest max on calibrate.py's 140 models
-    # exposure (leakage audit, probe batch of 64): provisional, from a small honest sample
-    "exposure.exposed_fraction": 0.45,  # samples any known decoder returns at >= 30 dB
+    "warmup-paper.z": 365.0,  # 2 x 182, the honest max of the broad calibration corpus
+    # exposure (leakage audit, probe batch of 64), calibrated on the broad honest corpus
+    # samples any known decoder returns at >= 30 dB: honest models reach 1.0 (64 of 64), so
+    # this alone never flags tampering; it is the client's own exposure (strict policy)
+    "exposure.exposed_fraction": 1.2,
     "exposure.pair_fraction": 0.05,  # isolated by pairs cancelling >= 8x, 4+ classes
-    "exposure.silencing": 4.0,  # effective speakers by the head's errors / below the head
-    "exposure.rise": 0.15,  # exposed share above the last accepted model's
-    # 1 - effective rank / (C - 1) of the head's centred rows (honest <= 0.17 measured)
-    "exposure.head_collapse": 0.4,
+    "exposure.silencing": 3.03,  # effective speakers by the head's errors / below the head
+    "exposure.rise": 0.25,  # exposed share above the last accepted model's
+    # 1 - effective rank / (C - 1) of the head's centred rows (honest max 0.234)
+    "exposure.head_collapse": 0.469,
     "exposure.strict_fraction": 0.05,  # policy "strict": own exposure above this abstains
 }
 

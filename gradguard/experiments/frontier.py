@@ -26,11 +26,21 @@ import torch
 from gradguard.attacks import ATTACKS
 from gradguard.attacks.inversion.analytic import invert_rows
 from gradguard.data import train_test
+from gradguard.detect import Guard, GuardConfig
 from gradguard.detect.layers import linears
-from gradguard.experiments.harness import GUARD, default_detectors, inspect_all, markdown_table
+from gradguard.experiments.harness import (
+    GUARD,
+    default_detectors,
+    inspect_all,
+    markdown_table,
+    measure,
+)
 from gradguard.experiments.harness import progress as progress_bar
 from gradguard.fl import LocalTraining, local_update
 from gradguard.metrics import match
+
+#: The default Guard of a client with no previous model (its first round).
+FIRST = "guard-first"
 
 
 @dataclass(frozen=True)
@@ -166,7 +176,13 @@ def run_point(
     local = train_test(fam.dataset, limit=data_samples, seed=seed)[0]
     received = {k: v.detach() for k, v in result.manipulated.state_dict().items()}
     template = copy.deepcopy(result.honest)
-    outcomes = inspect_all(received, template, local, detectors)
+    honest_state = {k: v.detach() for k, v in result.honest.state_dict().items()}
+    # the client accepted the honest model last round (every round after its first) ...
+    outcomes = inspect_all(received, template, local, detectors, previous=honest_state)
+    # ... and on first contact it has nothing to compare with
+    outcomes[FIRST] = measure(
+        FIRST, lambda: Guard(GuardConfig(), template=template, data=local).check(received)
+    )
     psnr = result.match.psnr
     row = {
         "family": fam.label,
@@ -192,8 +208,8 @@ def run_point(
         row["honest_leaked_fraction"] = honest_exposure(result, threshold_db)
         if isinstance(result.secrets, dict) and "base_model" in result.secrets:
             row["honest_psnr_max"] = honest_inversion_psnr(result)
-        honest_state = {k: v.detach() for k, v in result.honest.state_dict().items()}
         honest = inspect_all(honest_state, copy.deepcopy(result.honest), local, detectors)
+        honest[FIRST] = honest[GUARD]
         row["honest_scores"] = {n: o.score for n, o in honest.items()}
         row["honest_flagged"] = {n: o.flagged for n, o in honest.items()}
     return row
@@ -275,7 +291,7 @@ def evasions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def to_markdown(result: dict[str, Any]) -> str:
-    dets = result["detectors"] + [GUARD]
+    dets = result["detectors"] + [GUARD, FIRST]
     lines = [
         "# Effective vs stealthy: leakage against each detector as the disguise is dialled up\n",
         f"Leakage: the attack's own decoder, Hungarian-matched, >= {result['threshold_db']:g} dB "
@@ -283,7 +299,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         "(>= 1 flags; `F` flagged). `honest`: the honest model of the same architecture and "
         "batch (per-row decoder exposure; for fishing the same inversion on the honest "
         "gradient; detector scores). A fishing point leaks when its best image is 5 dB or "
-        "more above the honest inversion.\n",
+        "more above the honest inversion. Detectors and `guard` see the honest model as the "
+        "client's last accepted one; `guard-first` is the default Guard on first contact "
+        "(no previous model).\n",
     ]
     headers = ["family", "dial", "value", "leaked", "psnr_max", *dets]
     table = []
@@ -317,12 +335,14 @@ def to_markdown(result: dict[str, Any]) -> str:
     ev = result["evasions"]
     lines.append(
         f"\n{len(ev)} leaking points pass at least one detector; "
-        f"{sum(GUARD in e['passes'] for e in ev)} pass the default Guard.\n"
+        f"{sum(GUARD in e['passes'] for e in ev)} pass the default Guard, "
+        f"{sum(FIRST in e['passes'] for e in ev)} pass it on first contact.\n"
     )
     for e in ev:
-        if GUARD in e["passes"]:
+        if GUARD in e["passes"] or FIRST in e["passes"]:
+            which = "the Guard" if GUARD in e["passes"] else "the Guard on first contact"
             lines.append(
-                f"- passes the Guard: {e['family']} {e['dial']}={e['value']} "
+                f"- passes {which}: {e['family']} {e['dial']}={e['value']} "
                 f"(leaked {e['leaked_fraction']:.2f}, best {e['psnr_max']:.1f} dB)\n"
             )
     return "\n".join(lines)
@@ -346,7 +366,7 @@ def plot(result: dict[str, Any], path: str) -> None:
     fams = list(dict.fromkeys(r["family"] for r in rows))
     if not fams:
         return
-    dets = result["detectors"] + [GUARD]
+    dets = result["detectors"] + [GUARD, FIRST]
     cols = min(3, len(fams))
     nrows = math.ceil(len(fams) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.2 * nrows), squeeze=False)

@@ -61,10 +61,10 @@ def inspect_all(
         runs[GUARD] = lambda: Guard(GuardConfig(), template=template, data=data).check(
             received, previous
         )
-    return {name: _measure(name, run) for name, run in runs.items()}
+    return {name: measure(name, run) for name, run in runs.items()}
 
 
-def _measure(name: str, run: Callable[[], Verdict]) -> Outcome:
+def measure(name: str, run: Callable[[], Verdict]) -> Outcome:
     """One detector run as an Outcome; a crash is itself the measured outcome."""
     t0 = time.perf_counter()
     try:

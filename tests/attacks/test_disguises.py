@@ -25,7 +25,7 @@ def adaptive(cls, model: str) -> dict:
 SIGNATURES = ("architecture", "forensics", "transmit-snr", "warmup+")
 
 
-def guard_verdict(result, model: str, detectors: tuple[str, ...] = SIGNATURES):
+def guard_verdict(result, model: str, detectors: tuple[str, ...] = SIGNATURES, previous=None):
     """A Guard of ``detectors`` (default: the signature checks the disguises were designed
     against, the default Guard before the leakage audit) on the digits client's data."""
     local = train_test("digits", limit=1000)[0]
@@ -33,11 +33,14 @@ def guard_verdict(result, model: str, detectors: tuple[str, ...] = SIGNATURES):
     template = build_model(model, local.image_shape, local.num_classes, width=width)
     config = GuardConfig(detectors=detectors, stop_at_first=False)
     guard = Guard(config, template=template, data=local)
-    return guard.check({k: v.detach() for k, v in result.manipulated.state_dict().items()})
+    state = {k: v.detach() for k, v in result.manipulated.state_dict().items()}
+    return guard.check(state, previous)
 
 
-def default_guard_verdict(result, model: str):
-    return guard_verdict(result, model, GuardConfig().detectors)
+def default_guard_verdict(result, model: str, previous: bool = False):
+    """The default Guard; ``previous``: the client accepted the honest model last round."""
+    last = {k: v.detach() for k, v in result.honest.state_dict().items()} if previous else None
+    return guard_verdict(result, model, GuardConfig().detectors, last)
 
 
 @pytest.mark.parametrize("cls", [Imprint, Curious])
@@ -62,13 +65,18 @@ def test_adaptive_imprint_leaks_passes_the_signatures_and_the_audit_flags_it(mod
 
 
 @pytest.mark.parametrize("model", ["mlp", "convnet"])
-def test_adaptive_curious_leaks_passes_the_signatures_and_the_audit_flags_it(model):
+def test_adaptive_curious_passes_on_first_contact_and_is_flagged_against_the_last_model(model):
+    """Trap rows expose samples one row each, as sparse honest layers do (honest models reach
+    64 of 64): on first contact the default Guard reports the exposure but cannot call it
+    tampering; a client that accepted the honest model last round sees the rise."""
     opts = adaptive(Curious, model)
     r = run_attack("curious", dataset="digits", model=model, batch_size=16, neurons=256, **opts)
     assert r.leaked_fraction >= 0.4
     verdict = guard_verdict(r, model)
     assert verdict.verified and not verdict.malicious, verdict.summary()
-    assert default_guard_verdict(r, model).malicious  # the leakage audit sees the leak
+    first = default_guard_verdict(r, model)
+    assert not first.malicious and first.metadata["exposure"]["exposed"] >= 16
+    assert default_guard_verdict(r, model, previous=True).malicious
 
 
 def test_textbook_imprint_is_still_caught():

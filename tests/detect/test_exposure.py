@@ -93,7 +93,10 @@ def test_disguised_partial_imprint_leaks_passes_forensics_and_is_flagged(honest,
     assert any(f.check == "exposure.pairs" and f.flagged for f in v.findings)
 
 
-def test_trap_rows_with_binomial_sign_counts_are_flagged(digits):
+def test_trap_rows_with_binomial_sign_counts_are_flagged_against_the_last_model(digits):
+    """Honest models reach every level of single-row exposure, so on first contact the
+    exposure is reported, not called tampering; against the model the client accepted last
+    round, the rise is."""
     _, local, aux = digits
     m = trained_mlp(digits[0], width=300)
     bad, _ = get_attack("curious", neurons=300).manipulate(m, aux)
@@ -107,8 +110,10 @@ def test_trap_rows_with_binomial_sign_counts_are_flagged(digits):
             idx = small[row[small] > 0][:k] if k > 0 else small[row[small] < 0][:-k]
             row[idx] = -row[idx]
     assert not get_detector("forensics").inspect(bad.state_dict(), Context(m, local)).malicious
-    v = audit(bad, m, local)
-    assert v.malicious and v.metadata["exposure"]["exposed"] >= 32
+    first = audit(bad, m, local)
+    assert not first.malicious and first.metadata["exposure"]["exposed"] >= 32
+    v = audit(bad, m, local, previous={k: t.detach() for k, t in m.state_dict().items()})
+    assert v.malicious and v.metadata["exposure"]["rise"] >= 0.25
 
 
 @pytest.mark.parametrize("factor", [0.0, 1e-2])
