@@ -23,12 +23,12 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from gradguard.attacks import get_attack
 from gradguard.data import train_test
 from gradguard.detect import DETECTORS, Guard, GuardConfig, get_detector
 from gradguard.detect.base import Context, _jsonable
+from gradguard.fl.client import train_sgd
 from gradguard.models import build_model
 
 
@@ -36,17 +36,7 @@ def trained(name, data, norm=None, epochs=1, **kw):
     """An honest model after ``epochs`` of plain SGD (batch 32, lr 0.05), seed 0."""
     torch.manual_seed(0)
     m = build_model(name, data.image_shape, data.num_classes, norm=norm, **kw)
-    m.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(data))
-        for i in range(0, len(data), 32):
-            idx = order[i : i + 32]
-            loss = F.cross_entropy(m(data.x[idx]), data.y[idx])
-            grads = torch.autograd.grad(loss, list(m.parameters()))
-            with torch.no_grad():
-                for p, g in zip(m.parameters(), grads, strict=True):
-                    p.sub_(0.05 * g)
-    return m.eval()
+    return train_sgd(m, data, epochs)
 
 
 def corpus(quick: bool):

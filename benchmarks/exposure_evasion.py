@@ -30,6 +30,7 @@ from gradguard.attacks.inversion.analytic import deduplicate, invert_rows
 from gradguard.data import train_test
 from gradguard.detect import get_detector
 from gradguard.detect.base import Context
+from gradguard.fl.client import train_sgd
 from gradguard.metrics import match
 from gradguard.models import build_model
 
@@ -38,17 +39,7 @@ OUT = Path(__file__).parent / "results"
 
 def train(name, data, epochs=5, lr=0.05, seed=0):
     torch.manual_seed(seed)
-    m = build_model(name, data.image_shape, 10)
-    for _ in range(epochs):
-        order = torch.randperm(len(data))
-        for i in range(0, len(data), 32):
-            idx = order[i : i + 32]
-            loss = F.cross_entropy(m(data.x[idx]), data.y[idx])
-            grads = torch.autograd.grad(loss, list(m.parameters()))
-            with torch.no_grad():
-                for p, g in zip(m.parameters(), grads, strict=True):
-                    p.sub_(lr * g)
-    return m.eval()
+    return train_sgd(build_model(name, data.image_shape, 10), data, epochs, lr)
 
 
 def audit(model, template, data, previous=None):

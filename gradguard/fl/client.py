@@ -122,6 +122,26 @@ def local_update(
     )
 
 
+def train_sgd(
+    model: nn.Module, data: Dataset, epochs: int = 1, lr: float = 0.05, batch_size: int = 32
+) -> nn.Module:
+    """Plain SGD on ``data`` in place (shuffled by torch's global generator); returns the
+    model in evaluation mode. By hand rather than through torch.optim, whose first use
+    imports torch._dynamo (seconds): for test fixtures and benchmarks' honest models."""
+    model.train()
+    params = list(model.parameters())
+    for _ in range(epochs):
+        order = torch.randperm(len(data))
+        for i in range(0, len(data), batch_size):
+            idx = order[i : i + batch_size]
+            loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for p, g in zip(params, grads, strict=True):
+                    p.sub_(lr * g)
+    return model.eval()
+
+
 def _torch_optimizer(params: list[torch.Tensor], cfg: LocalTraining):
     """``torch.optim`` Adam / AdamW, or SGD with weight decay; None for the plain SGD below."""
     if cfg.optimizer == "adam":

@@ -1,9 +1,9 @@
 import pytest
 import torch
-from torch.nn import functional as F
 
 from gradguard.attacks import get_attack
 from gradguard.data import train_test
+from gradguard.fl.client import train_sgd
 from gradguard.models import build_model
 
 
@@ -15,22 +15,9 @@ def digits():
 
 
 def trained(name, data, norm=None, **kw):
-    """An honest model after one epoch of plain SGD on digits (batch 32, lr 0.05).
-
-    By hand rather than through torch.optim, whose first use imports torch._dynamo (seconds).
-    """
+    """An honest model after one epoch of plain SGD on digits (batch 32, lr 0.05)."""
     torch.manual_seed(0)
-    m = build_model(name, data.image_shape, data.num_classes, norm=norm, **kw)
-    m.train()
-    order = torch.randperm(len(data))
-    for i in range(0, len(data), 32):
-        idx = order[i : i + 32]
-        loss = F.cross_entropy(m(data.x[idx]), data.y[idx])
-        grads = torch.autograd.grad(loss, list(m.parameters()))
-        with torch.no_grad():
-            for p, g in zip(m.parameters(), grads, strict=True):
-                p.sub_(0.05 * g)
-    return m.eval()
+    return train_sgd(build_model(name, data.image_shape, data.num_classes, norm=norm, **kw), data)
 
 
 @pytest.fixture(scope="package")
