@@ -366,7 +366,10 @@ def plot(result: dict[str, Any], path: str) -> None:
     fams = list(dict.fromkeys(r["family"] for r in rows))
     if not fams:
         return
-    dets = result["detectors"] + [GUARD, FIRST]
+    # the curves the claim is about: the Guard, the paper's warm-up readings, D-SNR, ours
+    shown = (GUARD, FIRST, "exposure", "forensics", "warmup+", "warmup", "warmup-paper", "dsnr")
+    dets = [d for d in shown if d in result["detectors"] or d in (GUARD, FIRST)]
+    markers = "o*sD^vPX"
     cols = min(3, len(fams))
     nrows = math.ceil(len(fams) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.2 * nrows), squeeze=False)
@@ -378,7 +381,15 @@ def plot(result: dict[str, Any], path: str) -> None:
         for i, d in enumerate(dets):
             xs = [r[key] for r in fr]
             ys = [max(min(r["scores"][d], 1e9), 1e-4) for r in fr]
-            ax.scatter(xs, ys, s=18, color=colours(i % 10), label=d, alpha=0.8)
+            ax.scatter(
+                xs,
+                ys,
+                s=40 if d == GUARD else 18,
+                color=colours(i),
+                marker=markers[i],
+                label=d,
+                alpha=0.8,
+            )
         ax.axhline(1.0, color="k", lw=1, ls="--")
         if key == "psnr_max":
             honest = next((r.get("honest_psnr_max") for r in fr if r["dial"] == "textbook"), 0)
