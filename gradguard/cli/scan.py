@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gradguard.errors import GradguardError, ModelFileError
 
-DEFAULT = "architecture,forensics,transmit-snr,warmup+,exposure"
+DEFAULT = "architecture,forensics,transmit-snr,exposure"  # GuardConfig().detectors
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -37,13 +37,9 @@ log = logging.getLogger("gradguard.detect")
 @dataclass(frozen=True)
 class GuardConfig:
     policy: Literal["abstain", "warn", "strict"] = "abstain"
-    detectors: tuple[str, ...] = (
-        "architecture",
-        "forensics",
-        "transmit-snr",
-        "warmup+",
-        "exposure",
-    )
+    # warmup+ is not in the default: on the frontier no leaking point is flagged by it alone,
+    # and it costs 4-10% of a local epoch (benchmarks/results/detector_cost.md)
+    detectors: tuple[str, ...] = ("architecture", "forensics", "transmit-snr", "exposure")
     thresholds: Mapping[str, float] = field(default_factory=dict)
     stop_at_first: bool = True  # stop at the first decisive (flagging) detector
     options: Mapping[str, Mapping] = field(default_factory=dict)  # per-detector options

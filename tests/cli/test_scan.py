@@ -175,3 +175,10 @@ def test_fuzz_hostile_model_files(files, tmp_path, capsys):
         )
         assert r.returncode in (0, 1) and "Traceback" not in r.stderr
     assert not marker.exists()
+
+
+def test_scan_default_detectors_are_the_guards():
+    from gradguard.cli.scan import DEFAULT
+    from gradguard.detect import GuardConfig
+
+    assert tuple(DEFAULT.split(",")) == GuardConfig().detectors
