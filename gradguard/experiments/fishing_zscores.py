@@ -19,10 +19,8 @@ from typing import Any
 
 import torch
 
-from gradguard.data import partition, train_test
-from gradguard.experiments.harness import markdown_table
-from gradguard.fl import Client, Federation, FederationConfig, LocalTraining
-from gradguard.models import build_model
+from gradguard.experiments.harness import honest_federation, markdown_table
+from gradguard.fl import LocalTraining
 
 STATS = ("mean", "std", "maxabs")
 
@@ -62,18 +60,17 @@ def run(cfg: Table1Config = Table1Config(), progress: bool = True) -> dict[str, 
     from gradguard.detect.warmup import WarmUp
 
     start = time.perf_counter()
-    train, test = train_test(cfg.dataset, limit=cfg.limit, seed=0)
-    parts = partition(train, cfg.clients, "iid", seed=cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, train.image_shape, train.num_classes, norm=cfg.norm)
-    template = copy.deepcopy(model)
-    clients = [Client(i, d, cfg.training) for i, d in enumerate(parts)]
-    fed = Federation(
-        model,
-        clients,
-        test,
-        FederationConfig(cfg.pretrain_rounds, training=cfg.training, seed=cfg.seed),
+    hf = honest_federation(
+        cfg.dataset,
+        cfg.limit,
+        cfg.model,
+        cfg.norm,
+        cfg.clients,
+        cfg.pretrain_rounds,
+        cfg.training,
+        cfg.seed,
     )
+    fed, template, parts, test = hf.federation, hf.template, hf.parts, hf.test
     history = fed.run(progress=progress)
     honest = fed.model
     # The server's auxiliary data: the test split (disjoint from every client's data).

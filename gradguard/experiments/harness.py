@@ -6,6 +6,7 @@ Every experiment returns plain rows (dicts); :func:`write_results` stores them a
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import time
@@ -87,6 +88,47 @@ def measure(name: str, run: Callable[[], Verdict]) -> Outcome:
         "",
         v.summary(),
     )
+
+
+@dataclass
+class HonestFederation:
+    """An honest federation an experiment watches: the federation, a copy of the initial
+    model (the clients' template), the clients' data and the server's test split."""
+
+    federation: Any
+    template: nn.Module
+    parts: list[Dataset]
+    test: Dataset
+
+
+def honest_federation(
+    dataset: str,
+    limit: int | None,
+    model: str,
+    norm: str | None,
+    clients: int,
+    rounds: int,
+    training: Any,
+    seed: int,
+    scheme: str = "iid",
+) -> HonestFederation:
+    """Data (``train_test(seed=0)``), partition, seeded model and Federation, in that order."""
+    from gradguard.data import partition, train_test
+    from gradguard.fl import Client, Federation, FederationConfig
+    from gradguard.models import build_model
+
+    train, test = train_test(dataset, limit=limit, seed=0)
+    parts = partition(train, clients, scheme, seed=seed)
+    torch.manual_seed(seed)
+    net = build_model(model, train.image_shape, train.num_classes, norm=norm)
+    template = copy.deepcopy(net)
+    fed = Federation(
+        net,
+        [Client(i, d, training) for i, d in enumerate(parts)],
+        test,
+        FederationConfig(rounds, training=training, seed=seed),
+    )
+    return HonestFederation(fed, template, parts, test)
 
 
 def default_detectors() -> list[str]:

@@ -12,19 +12,14 @@ literally) and ``warmup-paper`` (the reading that best matches its numbers) by d
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
-from gradguard.data import partition, train_test
-from gradguard.experiments.harness import markdown_table
+from gradguard.experiments.harness import honest_federation, markdown_table
 from gradguard.experiments.harness import progress as progress_bar
-from gradguard.fl import Client, Federation, FederationConfig, LocalTraining
+from gradguard.fl import LocalTraining
 from gradguard.metrics import accuracy
-from gradguard.models import build_model
 
 
 @dataclass(frozen=True)
@@ -63,15 +58,18 @@ def run(cfg: ProfileConfig = ProfileConfig(), progress: bool = True) -> dict[str
     from gradguard.detect import Context, get_detector
     from gradguard.detect.thresholds import resolve
 
-    train, test = train_test(cfg.dataset, limit=cfg.limit, seed=0)
-    parts = partition(train, cfg.clients, cfg.partition, seed=cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, train.image_shape, train.num_classes, norm=cfg.norm)
-    template = copy.deepcopy(model)
-    clients = [Client(i, d, cfg.training) for i, d in enumerate(parts)]
-    fed = Federation(
-        model, clients, test, FederationConfig(cfg.rounds, training=cfg.training, seed=cfg.seed)
+    hf = honest_federation(
+        cfg.dataset,
+        cfg.limit,
+        cfg.model,
+        cfg.norm,
+        cfg.clients,
+        cfg.rounds,
+        cfg.training,
+        cfg.seed,
+        cfg.partition,
     )
+    fed, template, parts, test = hf.federation, hf.template, hf.parts, hf.test
     detectors = {name: get_detector(name) for name in cfg.detectors}
     ctx = Context(template=template, data=parts[0])
     rows: list[dict[str, Any]] = []

@@ -30,13 +30,11 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from gradguard.data import partition, train_test
 from gradguard.detect.warmup import STATS, WarmUp, target_stats
-from gradguard.experiments.harness import markdown_table
+from gradguard.experiments.harness import honest_federation, markdown_table
 from gradguard.experiments.harness import progress as progress_bar
-from gradguard.fl import Client, Federation, FederationConfig, LocalTraining
+from gradguard.fl import LocalTraining
 from gradguard.metrics import accuracy
-from gradguard.models import build_model
 
 EPS = 1e-8
 NAN = float("nan")
@@ -207,17 +205,10 @@ def collect(cfg: ReadingsConfig = ReadingsConfig(), progress: bool = True) -> di
     from gradguard.detect.layers import linears
 
     start = time.perf_counter()
-    train, test = train_test(cfg.dataset, limit=cfg.limit, seed=0)
-    parts = partition(train, cfg.clients, "iid", seed=cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, train.image_shape, train.num_classes, norm=cfg.norm)
-    template = copy.deepcopy(model)
-    fed = Federation(
-        model,
-        [Client(i, d, cfg.training) for i, d in enumerate(parts)],
-        test,
-        FederationConfig(cfg.rounds, training=cfg.training, seed=cfg.seed),
+    hf = honest_federation(
+        cfg.dataset, cfg.limit, cfg.model, cfg.norm, cfg.clients, cfg.rounds, cfg.training, cfg.seed
     )
+    fed, template, parts, test = hf.federation, hf.template, hf.parts, hf.test
     ctx = Context(template=template, data=parts[0])
     plain, change = WarmUp(), ChangeStats()
 
