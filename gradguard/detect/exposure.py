@@ -19,12 +19,17 @@ comes back exactly when ``G a`` is concentrated on ``n`` (seed 000, appendix A.1
   of samples that speak (participation ratio); the head's own error ``|p_n - y_n|`` says
   how many should. A head that silences samples whose prediction is wrong is fishing.
 
-Honest layers expose samples too (a trained ``mlp`` at batch 64: rows that fire for one
-sample). That is reported as the client's own exposure, not as tampering: the detector
-flags what honest models of the same family do not reach (pairs isolate, far more rows
-isolate, a handful of samples speak while the others are silenced), or a rise over the
-last accepted model's exposure on the same probe. ``strict`` also flags the client's own
-exposure above ``exposure.strict_fraction``.
+- **Head collapse** (fishing). The gradient below a softmax head is ``W^T (p - y)``; only the
+  centred rows matter, and silencing samples that are wrong needs them collapsed onto few
+  directions (:func:`head_collapse`).
+
+Honest layers expose samples too: sparse honest ReLU layers give every sample back to
+``dW_i / db_i`` (the calibration corpus: 64 of 64, an AdamW-trained mlp). Single-row
+exposure is therefore reported as the client's own, never as tampering; the detector flags
+what honest models do not do (pairs that cancel many samples of many classes, a collapsed
+head, a handful of samples speaking where many should) and a rise over the last accepted
+model's exposure on the same probe. ``strict`` also flags the client's own exposure above
+``exposure.strict_fraction``.
 """
 
 from __future__ import annotations
