@@ -76,6 +76,7 @@ class Probe:
     speakers_layer: str
     should_speak: float  # effective number by the head's own error
     top_share: float  # share of the update carried by the loudest sample
+    head: str | None = None  # the last linear layer (the classifier head)
 
     @property
     def worst(self) -> LayerExposure | None:
@@ -290,7 +291,7 @@ def probe(
             speakers, where = pr, name
             top_share = float(s.max() / s.sum())
     error = (logits.softmax(1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)).norm(dim=1)
-    return Probe(len(x), layers, speakers, where, participation(error), top_share)
+    return Probe(len(x), layers, speakers, where, participation(error), top_share, head)
 
 
 class ExposureAudit:
@@ -365,13 +366,12 @@ class ExposureAudit:
                 structured / n >= t["pair_fraction"],
             ),
         ]
-        head = [n for n, m in ctx.template.named_modules() if isinstance(m, nn.Linear)][-1:]
-        if head and f"{head[0]}.weight" in received:
-            collapse = head_collapse(received[f"{head[0]}.weight"])
+        if p.head is not None and f"{p.head}.weight" in received:
+            collapse = head_collapse(received[f"{p.head}.weight"])
             findings.append(
                 Finding(
                     "exposure.head",
-                    head[0],
+                    p.head,
                     collapse,
                     t["head_collapse"],
                     f"the head passes back errors along {(1 - collapse):.0%} of its class "

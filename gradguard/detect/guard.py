@@ -146,7 +146,7 @@ class Guard:
             if stopped and not (
                 getattr(det, "runs_after_flag", False)
                 and verified
-                and not mismatch(received, self.template)
+                and not mismatch(received, ctx.expected)
             ):
                 skipped[det.name] = "not run: an earlier detector flagged the model"
                 continue
