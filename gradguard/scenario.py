@@ -22,6 +22,7 @@ from gradguard.data import Dataset, partition, train_test
 from gradguard.errors import GradguardError
 from gradguard.fl import Client, Federation, FederationConfig, LocalTraining, ServerHook
 from gradguard.models import build_model
+from gradguard.options import parse_pairs
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class Scenario:
                 continue
             v = cfg[key]
             if f.name in ("attack_options", "guard_thresholds"):
-                kw[f.name] = tuple(_pair(p) for p in str(v).split(",") if p.strip())
+                kw[f.name] = tuple(parse_pairs(str(v)).items())
             elif f.name in ("attack_rounds",):
                 kw[f.name] = tuple(int(x) for x in str(v).split(",") if x.strip())
             elif f.name == "targets":
@@ -107,19 +108,6 @@ class Scenario:
         d["attack_options"] = dict(self.attack_options)
         d["guard_thresholds"] = dict(self.guard_thresholds)
         return d
-
-
-def _pair(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise GradguardError(f"expected KEY=VALUE, got {text!r}")
-    value = value.strip()
-    for kind in (int, float):
-        try:
-            return key.strip(), kind(value)
-        except ValueError:
-            pass
-    return key.strip(), value
 
 
 @dataclass

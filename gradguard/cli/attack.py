@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from gradguard.attacks import ATTACKS
+from gradguard.options import OptionError, parse_pair
 
 WIDTH_OPTIONS = ("bins", "neurons")  # options that set a layer's width
 MAX_WIDTH = 65536
@@ -97,10 +98,11 @@ def run(args: argparse.Namespace) -> int:
         if v is not None
     }
     for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise usage_error(f"--option wants KEY=VALUE, got {item!r}")
-        options[key.strip().replace("-", "_")] = _parse(value.strip())
+        try:
+            key, value = parse_pair(item)
+        except OptionError:
+            raise usage_error(f"--option wants KEY=VALUE, got {item!r}") from None
+        options[key.replace("-", "_")] = value
     for key in WIDTH_OPTIONS:  # each one widens a layer: a huge value is a huge allocation
         if isinstance(options.get(key), int) and not 1 <= options[key] <= MAX_WIDTH:
             raise usage_error(f"{key} must be between 1 and {MAX_WIDTH} (got {options[key]})")
@@ -206,15 +208,3 @@ def _check_options(name: str, batch_size: int, options: dict) -> None:
         raise usage_error(str(e)) from None
     except (TypeError, ValueError, AssertionError) as e:
         raise usage_error(f"attack {name!r} refuses its options: {e}") from None
-
-
-def _parse(value: str):
-    """``3`` -> int, ``0.5`` -> float, ``true``/``false`` -> bool, else the string."""
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value

@@ -39,6 +39,7 @@ from torch import nn
 
 from gradguard.data import Dataset
 from gradguard.errors import GradguardError
+from gradguard.options import OptionError, parse_pairs, split_items, split_pair
 
 log = logging.getLogger("gradguard.flower")
 
@@ -87,20 +88,12 @@ def parse_guard_keys(config: Mapping[str, Any], source: str) -> dict[str, Any]:
             d.strip() for d in str(config[KEY_DETECTORS]).split(",") if d.strip()
         )
     if KEY_THRESHOLDS in config:
-        thresholds: dict[str, float] = {}
-        for pair in str(config[KEY_THRESHOLDS]).split(","):
-            if not pair.strip():
-                continue
-            key, sep, value = pair.partition("=")
-            try:
-                if not sep:
-                    raise ValueError
-                thresholds[key.strip()] = float(value)
-            except ValueError:
-                raise GradguardError(
-                    f"{source} {KEY_THRESHOLDS}: expected detector.key=number, got {pair!r}"
-                ) from None
-        kw["thresholds"] = thresholds
+        try:
+            kw["thresholds"] = parse_pairs(
+                str(config[KEY_THRESHOLDS]), float, "detector.key=number"
+            )
+        except OptionError as e:
+            raise GradguardError(f"{source} {KEY_THRESHOLDS}: {e}") from None
     return kw
 
 
@@ -155,11 +148,8 @@ def tighten(own: Mapping[str, Any], run_config: Mapping[str, Any]) -> tuple[dict
     if KEY_THRESHOLDS in run_config:
         current = {**DEFAULTS, **dict(kw.get("thresholds", {}))}
         lowered: dict[str, float] = {}
-        for pair in str(run_config[KEY_THRESHOLDS]).split(","):
-            if not pair.strip():
-                continue
-            key, _, text = pair.partition("=")
-            key = key.strip()
+        for pair in split_items(run_config[KEY_THRESHOLDS]):
+            key, text = split_pair(pair)
             try:
                 value = float(text)
             except ValueError:
