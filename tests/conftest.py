@@ -11,17 +11,6 @@ def _seed():
     torch.manual_seed(0)
 
 
-def fashion_available() -> bool:
-    from gradguard.data.idx import system_dir
-
-    return system_dir("fashion-mnist") is not None
-
-
-needs_fashion = pytest.mark.skipif(
-    not fashion_available(), reason="dataset-fashion-mnist is not installed"
-)
-
-
 # One intra-op thread: the suite's tensors are small, and on 2 cores extra threads only
 # contend with each other and with the Flower/Ray worker processes some tests start.
 torch.set_num_threads(1)

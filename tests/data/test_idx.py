@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs_fashion
 
 from gradguard.data import load_dataset, train_test
-from gradguard.data.idx import read_idx
+from gradguard.data.idx import read_idx, system_dir
 from gradguard.errors import DataError
+
+needs_fashion = pytest.mark.skipif(
+    system_dir("fashion-mnist") is None, reason="dataset-fashion-mnist is not installed"
+)
 
 
 def _idx(array: np.ndarray) -> bytes:
