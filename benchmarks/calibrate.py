@@ -9,7 +9,7 @@ benchmarks/results/calibrate{,_quick}.{json,md}: the largest honest value of eve
 threshold key (and where it was measured), per-family maxima, the proposed thresholds
 (``max(floor, 2 x honest max)``, gradguard/detect/calibrate.py) next to those in use, and
 any check that maps to no key. No attack is scored. ``--report`` rewrites the Markdown from
-the saved JSON (after editing thresholds.py).
+the saved JSON (after editing a detector's thresholds).
 """
 
 from __future__ import annotations
@@ -26,13 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from gradguard.detect.base import Context  # noqa: E402
-from gradguard.detect.calibrate import (  # noqa: E402
-    MARGIN,
-    calibration_detectors,
-    propose,
-    score_model,
-)
+from gradguard.detect.base import MARGIN, Context  # noqa: E402
+from gradguard.detect.calibrate import calibration_detectors, propose, score_model  # noqa: E402
 from gradguard.detect.thresholds import DEFAULTS  # noqa: E402
 from gradguard.experiments import false_positives as fp  # noqa: E402
 from gradguard.experiments import honest_corpus as hc  # noqa: E402
@@ -50,7 +45,7 @@ def main() -> int:
     name = "calibrate_quick" if args.quick else "calibrate"
     if args.report:
         result = json.loads((OUT / f"{name}.json").read_text())
-        result["in_use"] = dict(DEFAULTS)  # after editing thresholds.py
+        result["in_use"] = dict(DEFAULTS)  # after editing a detector's thresholds
         (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         (OUT / f"{name}.md").write_text(to_markdown(result))
         print((OUT / f"{name}.md").read_text())
@@ -132,7 +127,7 @@ def to_markdown(result: dict) -> str:
         f"# Threshold calibration on {result['models']} honest global models "
         f"({result['runs']} FedAvg runs, calibration seeds 1000+)\n\n",
         f"proposed = max(floor, {result['margin']:g} x honest max); in use = "
-        "gradguard/detect/thresholds.py. Corpus training "
+        "each detector's THRESHOLDS. Corpus training "
         f"{result['build_seconds']:.0f} s (0 when cached), scoring "
         f"{result['score_seconds']:.0f} s (shared 2-core machine).\n\n",
         "Composition: "

@@ -11,13 +11,14 @@ import argparse
 import functools
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
+from gradguard.cli import usage_error
+from gradguard.detect.registry import DEFAULT_DETECTORS
 from gradguard.errors import GradguardError, ModelFileError
 
-DEFAULT = "architecture,forensics,transmit-snr,exposure"  # GuardConfig().detectors
+DEFAULT = ",".join(DEFAULT_DETECTORS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,12 +54,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the Verdict as JSON")
 
 
-def _usage(msg: str) -> GradguardError:
-    e = GradguardError(msg)
-    e.exit_code = 2  # type: ignore[attr-defined]
-    return e
-
-
 def _local_data(spec: str, samples: int):
     """The local sample, read once per process (keyed by the path's modification time)."""
     path = Path(spec).expanduser()
@@ -75,10 +70,11 @@ def _cached_data(spec: str, samples: int, _stamp: int | None):
 
 def run(args: argparse.Namespace) -> int:
     from gradguard.detect import DETECTORS, Guard, GuardConfig
-    from gradguard.detect.base import Finding, Verdict
+    from gradguard.detect.base import unverifiable
     from gradguard.detect.thresholds import validate
     from gradguard.models import build_model
     from gradguard.models.io import load_state
+    from gradguard.options import parse_pairs
 
     names = (
         list(DETECTORS)
@@ -87,38 +83,32 @@ def run(args: argparse.Namespace) -> int:
     )
     unknown = [d for d in names if d not in DETECTORS]
     if unknown or not names:
-        raise _usage(
+        raise usage_error(
             f"unknown detector(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(DETECTORS)}"
         )
-    thresholds = {}
-    for item in args.threshold:
-        key, _, value = item.partition("=")
-        try:
-            thresholds[key.strip()] = float(value)
-        except ValueError:
-            raise _usage(f"--threshold {item!r}: expected KEY=NUMBER") from None
     try:
+        thresholds = parse_pairs(args.threshold, float, "KEY=NUMBER")
         validate(thresholds)
     except GradguardError as e:
-        raise _usage(f"--threshold: {e}") from None
+        raise usage_error(f"--threshold: {e}") from None
     if args.samples < 1:
-        raise _usage("--samples must be positive")
+        raise usage_error("--samples must be positive")
     if args.width is not None and not 1 <= args.width <= 65536:
-        raise _usage(f"--width must be between 1 and 65536 (got {args.width})")
+        raise usage_error(f"--width must be between 1 and 65536 (got {args.width})")
     for flag, f in (("MODEL_FILE", args.model_file), ("--previous", args.previous)):
         if f is not None and not Path(f).is_file():
-            raise _usage(f"{flag} {f}: no such file")
+            raise usage_error(f"{flag} {f}: no such file")
     try:
         train = _local_data(args.dataset, args.samples)
     except GradguardError as e:
-        raise _usage(str(e)) from None
+        raise usage_error(str(e)) from None
     kw = {"width": args.width} if args.width else {}
     try:
         template = build_model(
             args.model, train.image_shape, train.num_classes, norm=args.norm, **kw
         )
     except (GradguardError, TypeError, ValueError, RuntimeError) as e:
-        raise _usage(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        raise usage_error(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     logging.getLogger("gradguard.detect").setLevel(logging.ERROR)  # the verdict is printed
     start = time.perf_counter()
     guard = Guard(
@@ -132,14 +122,7 @@ def run(args: argparse.Namespace) -> int:
         if args.previous:
             previous = load_state(args.previous, template=template)
     except ModelFileError as e:
-        verdict = Verdict(
-            True,
-            math.inf,
-            time.perf_counter() - start,
-            [Finding("file", str(args.model_file), math.nan, math.nan, str(e))],
-            "load",
-            verified=False,
-        )
+        verdict = unverifiable("load", str(e), start, check="file", layer=str(args.model_file))
     else:
         verdict = guard.check(state, previous)
     if args.json:

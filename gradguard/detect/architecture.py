@@ -14,16 +14,25 @@ from collections.abc import Mapping
 
 import torch
 
-from gradguard.detect.base import Context, Finding, Verdict, verdict_from
+from gradguard.detect.base import Context, Finding, Threshold, Verdict, verdict_from
 from gradguard.detect.thresholds import resolve
 
 
 class ArchitectureCheck:
     name = "architecture"
     needs_data = False
+    THRESHOLDS = (
+        Threshold(
+            "max_abs",
+            1e6,
+            "architecture.magnitude",
+            floor=1e6,
+            doc="largest |value| a float entry may hold before the model is unverifiable",
+        ),
+    )
 
     def __init__(self, thresholds: Mapping[str, float] | None = None) -> None:
-        self.t = resolve(self.name, thresholds)
+        self.t = resolve(self, thresholds)
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -99,12 +100,35 @@ class Context:
         return model
 
 
+MARGIN = 2.0  # calibration proposes max(floor, MARGIN x the largest honest value)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A decision threshold a detector reads, declared on its class (``THRESHOLDS``).
+
+    Configured as ``"<detector>.<key>"`` (``GuardConfig.thresholds``). ``check`` names the
+    findings that compare a measured value with it: calibration on honest models reads their
+    values and proposes ``max(floor, margin x the largest honest value)``
+    (detect/calibrate.py); ``floor`` is the literature anchor or the smallest structural
+    value that means anything.
+    """
+
+    key: str
+    default: float
+    check: str
+    floor: float = 0.0
+    margin: float = MARGIN
+    doc: str = ""
+
+
 class Detector(Protocol):
     """``score`` of a Verdict is the largest ``value / threshold`` over its findings: a
     detector flags when its score reaches 1."""
 
     name: str
     needs_data: bool
+    THRESHOLDS: ClassVar[tuple[Threshold, ...]]
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict: ...
 
@@ -124,8 +148,6 @@ def verdict_from(
     verified: bool = True,
 ) -> Verdict:
     """A Verdict whose score is the largest ``value / threshold`` over the findings."""
-    import time
-
     score = max((ratio(f.value, f.threshold) for f in findings), default=0.0)
     malicious = any(f.flagged for f in findings) or not verified
     return Verdict(
@@ -150,15 +172,17 @@ def mismatch(
     return ""
 
 
-def unverifiable(detector: str, reason: str, start: float) -> Verdict:
-    """The model cannot be checked by ``detector``: malicious, unverified (fail closed)."""
-    import time
-
+def unverifiable(
+    detector: str, message: str, start: float, *, check: str = "", layer: str = "-"
+) -> Verdict:
+    """The model cannot be verified (by ``detector``): malicious, unverified, infinite score,
+    one finding ``check`` (default ``"<detector>.unverifiable"``) saying why. The Guard and
+    ``gradguard scan`` never train on it (fail closed)."""
     return Verdict(
         True,
         math.inf,
         time.perf_counter() - start,
-        [Finding(f"{detector}.unverifiable", "-", math.nan, math.nan, f"cannot verify: {reason}")],
+        [Finding(check or f"{detector}.unverifiable", layer, math.nan, math.nan, message)],
         detector,
         verified=False,
     )

@@ -2,16 +2,18 @@
 
 Every registered detector scores every honest model of the calibration part of the corpus
 (:mod:`gradguard.experiments.honest_corpus`, seeds 1000+, disjoint from the evaluation
-part). For each threshold key the proposal is ``max(floor, MARGIN x largest honest
-value)``: ``floor`` is the literature anchor (transmit-SNR and D-SNR: 1) or the smallest
-structural value that means anything. No attack is ever scored here.
+part). For each threshold key the proposal is ``max(floor, margin x largest honest
+value)``: ``floor`` (the literature anchor, transmit-SNR and D-SNR: 1, or the smallest
+structural value that means anything) and ``margin`` are declared with the threshold
+(:class:`~gradguard.detect.base.Threshold`, on each detector class). No attack is ever
+scored here.
 
-Keys are found generically: the detectors run with every threshold set to a distinct
-sentinel (``CEILING`` x its default, the most an override may be, far above any honest
-value, so nothing flags), and a finding belongs to the key whose sentinel it was compared
-with. A new detector or key (``detector.key`` in
-:data:`gradguard.detect.thresholds.DEFAULTS`) is therefore picked up with no edit here;
-a check whose findings match no sentinel is reported as unmapped.
+A finding's value counts for the key whose declared ``check`` it carries. The detectors run
+with every threshold set to a distinct sentinel (``CEILING`` x its default, the most an
+override may be, far above any honest value, so nothing flags), and a finding counts only
+when it was compared with that key's sentinel: a declaration naming the wrong check is
+reported as unmapped, never folded into another key. A new detector or key is therefore
+picked up with no edit here.
 """
 
 from __future__ import annotations
@@ -22,50 +24,33 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gradguard.detect.base import Context, Verdict
-from gradguard.detect.thresholds import DEFAULTS
+from gradguard.detect.base import Context, Finding, Verdict
+from gradguard.detect.registry import DETECTORS, declared_thresholds, get_detector
+from gradguard.detect.thresholds import MAX_RATIO, defaults
 
-MARGIN = 2.0
-# keys whose honest maximum sits close to what attacks reach get a smaller margin
-MARGINS = {"exposure.exposed_fraction": 1.2}
-CEILING = 100.0  # an override may be at most 100 x its default (thresholds.validate)
-
-# The smallest sensible threshold of a key (anchor or structural minimum); 0 if absent.
-FLOORS = {
-    "health.max_abs": 1e6,
-    "health.collapse": 100.0,  # the output varies by under 1% of its size across inputs
-    "architecture.max_abs": 1e6,
-    "transmit-snr.ratio": 1.0,
-    "forensics.duplicate_rows": 3.0,
-    "forensics.trap_signs": 12.0,
-    "forensics.dirac_filters": 1.0,
-    "forensics.zero_rows": 1.0,
-    "forensics.bias_extremity": 10.0,
-    "forensics.attention": 1.0,
-    "dsnr.ratio": 1.0,
-    "exposure.exposed_fraction": 0.4,
-    "exposure.pair_fraction": 0.05,  # 3 of 64 samples
-    "exposure.silencing": 2.0,
-    "exposure.rise": 0.1,
-    "exposure.head_collapse": 0.3,
-}
+CEILING = MAX_RATIO  # an override may be at most this x its default (thresholds.validate)
 
 
 def sentinels(keys=None) -> dict[str, float]:
     """A distinct threshold per key, as high as an override may go (never reached by honest
     models: a flag under it is reported)."""
-    keys = sorted(DEFAULTS if keys is None else keys)
-    return {k: CEILING * DEFAULTS[k] * (1.0 - i / 4096) for i, k in enumerate(keys)}
+    known = defaults()
+    keys = sorted(known if keys is None else keys)
+    return {k: CEILING * known[k] * (1.0 - i / 4096) for i, k in enumerate(keys)}
 
 
-def key_of(threshold: float, marks: Mapping[str, float]) -> str | None:
-    """The key whose sentinel ``threshold`` is, if any."""
-    if not math.isfinite(threshold):
+def checks_to_keys() -> dict[str, str]:
+    """``finding check -> "detector.key"`` from the declarations of the registered detectors."""
+    return {t.check: key for key, t in declared_thresholds().items()}
+
+
+def key_of(f: Finding, marks: Mapping[str, float], keys: Mapping[str, str]) -> str | None:
+    """The key finding ``f`` measures: the one declaring its check (``keys``, from
+    :func:`checks_to_keys`), if ``f`` was compared with that key's sentinel in ``marks``."""
+    key = keys.get(f.check)
+    if key is None or key not in marks or not math.isfinite(f.threshold):
         return None
-    for key, mark in marks.items():
-        if math.isclose(threshold, mark, rel_tol=1e-9):
-            return key
-    return None
+    return key if math.isclose(f.threshold, marks[key], rel_tol=1e-9) else None
 
 
 @dataclass
@@ -79,10 +64,11 @@ class Scores:
 
 def raw_scores(verdict: Verdict, marks: Mapping[str, float], into: Scores) -> Scores:
     """Fold a verdict's findings (run under ``marks``) into per-key maxima."""
+    keys = checks_to_keys()
     for f in verdict.findings:
         if f.flagged:
             into.flagged.append(f"{f.check} on {f.layer}: {f.message}")
-        key = key_of(f.threshold, marks)
+        key = key_of(f, marks, keys)
         if key is None:
             into.unmapped.add(f.check)
         elif not math.isnan(f.value):
@@ -92,8 +78,6 @@ def raw_scores(verdict: Verdict, marks: Mapping[str, float], into: Scores) -> Sc
 
 def calibration_detectors(names=None) -> tuple[list, dict[str, float]]:
     """Every registered detector (or ``names``) built with sentinel thresholds."""
-    from gradguard.detect import DETECTORS, get_detector
-
     marks = sentinels()
     return [get_detector(n, marks) for n in (names or DETECTORS)], marks
 
@@ -112,10 +96,8 @@ def score_model(
 
 
 def propose(maxima: Mapping[str, float]) -> dict[str, float]:
-    """``max(floor, MARGIN x honest max)`` per key (keys never measured keep the default)."""
+    """``max(floor, margin x honest max)`` per key (keys never measured keep the default)."""
     return {
-        key: max(FLOORS.get(key, 0.0), MARGINS.get(key, MARGIN) * maxima[key])
-        if key in maxima
-        else default
-        for key, default in DEFAULTS.items()
+        key: max(t.floor, t.margin * maxima[key]) if key in maxima else float(t.default)
+        for key, t in declared_thresholds().items()
     }

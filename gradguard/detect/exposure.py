@@ -44,7 +44,15 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from gradguard.detect.base import Context, Finding, Verdict, mismatch, unverifiable, verdict_from
+from gradguard.detect.base import (
+    Context,
+    Finding,
+    Threshold,
+    Verdict,
+    mismatch,
+    unverifiable,
+    verdict_from,
+)
 from gradguard.detect.thresholds import resolve
 
 #: Units whose output gradient is below this fraction of the layer's largest are silent.
@@ -300,6 +308,54 @@ class ExposureAudit:
     name = "exposure"
     needs_data = True
     runs_after_flag = True  # the Guard runs it even after a cheaper detector flagged
+    # calibrated on the broad honest corpus with a probe batch of 64
+    THRESHOLDS = (
+        # samples any known decoder returns at >= 30 dB: honest models reach 1.0 (64 of 64),
+        # so this alone never flags tampering; it is the client's own exposure (strict policy)
+        Threshold(
+            "exposed_fraction",
+            1.2,
+            "exposure.isolated",
+            floor=0.4,
+            # the honest maximum sits close to what attacks reach
+            margin=1.2,
+            doc="share of the probe batch any known decoder returns",
+        ),
+        Threshold(
+            "pair_fraction",
+            0.05,
+            "exposure.pairs",
+            floor=0.05,  # 3 of 64 samples
+            doc="isolated by pairs cancelling >= 8x, 4+ classes",
+        ),
+        Threshold(
+            "silencing",
+            3.03,
+            "exposure.silencing",
+            floor=2.0,
+            doc="effective speakers by the head's errors / below the head",
+        ),
+        Threshold(
+            "rise",
+            0.25,
+            "exposure.rise",
+            floor=0.1,
+            doc="exposed share above the last accepted model's",
+        ),
+        Threshold(
+            "head_collapse",
+            0.469,
+            "exposure.head",
+            floor=0.3,
+            doc="1 - effective rank / (C - 1) of the head's centred rows (honest max 0.234)",
+        ),
+        Threshold(
+            "strict_fraction",
+            0.05,
+            "exposure.own",
+            doc='policy "strict": own exposure above this abstains',
+        ),
+    )
 
     def __init__(
         self,
@@ -310,7 +366,7 @@ class ExposureAudit:
         seed: int = 0,
         strict: bool = False,
     ) -> None:
-        self.t = resolve(self.name, thresholds)
+        self.t = resolve(self, thresholds)
         self.batch, self.psnr_db, self.k, self.seed = batch, psnr_db, neighbours, seed
         self.strict = strict
         self._previous: tuple[tuple[int, float], Probe] | None = None
@@ -329,7 +385,7 @@ class ExposureAudit:
         start = time.perf_counter()
         reason = mismatch(received, ctx.template)
         if reason:
-            return unverifiable(self.name, reason, start)
+            return unverifiable(self.name, f"cannot verify: {reason}", start)
         findings, meta = self._judge(self.measure(received, ctx), ctx, received)
         return verdict_from(self.name, findings, start, meta)
 

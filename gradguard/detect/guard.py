@@ -27,7 +27,8 @@ from torch import nn
 
 from gradguard.data import Dataset
 from gradguard.detect.architecture import peak_abs
-from gradguard.detect.base import Context, Finding, Verdict, mismatch
+from gradguard.detect.base import Context, Finding, Verdict, mismatch, unverifiable
+from gradguard.detect.registry import DEFAULT_DETECTORS, DETECTORS, get_detector
 from gradguard.detect.thresholds import ConfigError, validate
 from gradguard.models.io import LIMIT_FACTOR, max_entries, state_bytes, view_problem
 
@@ -37,16 +38,12 @@ log = logging.getLogger("gradguard.detect")
 @dataclass(frozen=True)
 class GuardConfig:
     policy: Literal["abstain", "warn", "strict"] = "abstain"
-    # warmup+ is not in the default: on the frontier no leaking point is flagged by it alone,
-    # and it costs 4-10% of a local epoch (benchmarks/results/detector_cost.md)
-    detectors: tuple[str, ...] = ("architecture", "forensics", "transmit-snr", "exposure")
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
     thresholds: Mapping[str, float] = field(default_factory=dict)
     stop_at_first: bool = True  # stop at the first decisive (flagging) detector
     options: Mapping[str, Mapping] = field(default_factory=dict)  # per-detector options
 
     def __post_init__(self) -> None:
-        from gradguard.detect import DETECTORS
-
         valid = ", ".join(DETECTORS)
         if self.policy not in ("abstain", "warn", "strict"):
             raise ConfigError(f"unknown policy {self.policy!r}: abstain, warn or strict")
@@ -66,15 +63,7 @@ class GuardConfig:
             raise ConfigError(f"options must map detector names ({valid}) to mappings")
 
 
-def _unverified(detector: str, message: str, start: float, layer: str = "-") -> Verdict:
-    return Verdict(
-        True,
-        math.inf,
-        time.perf_counter() - start,
-        [Finding("guard.unverifiable", layer, math.nan, math.nan, message)],
-        detector,
-        verified=False,
-    )
+UNVERIFIABLE = "guard.unverifiable"  # the check of every Guard finding "cannot verify"
 
 
 class Guard:
@@ -86,8 +75,6 @@ class Guard:
         template: nn.Module | None = None,
         data: Dataset | None = None,
     ) -> None:
-        from gradguard.detect import DETECTORS, get_detector
-
         if not isinstance(template, nn.Module):
             raise ConfigError("Guard needs the client's model (an nn.Module) as template")
         self.config = config if config is not None else GuardConfig()
@@ -119,8 +106,11 @@ class Guard:
         try:
             verdict = self._check(received, previous, start)
         except Exception as e:  # noqa: BLE001 - fail closed on anything
-            verdict = _unverified(
-                "guard", f"internal error while checking: {type(e).__name__}: {e}", start
+            verdict = unverifiable(
+                "guard",
+                f"internal error while checking: {type(e).__name__}: {e}",
+                start,
+                check=UNVERIFIABLE,
             )
         self.history.append(verdict)
         if verdict.malicious:
@@ -130,7 +120,7 @@ class Guard:
     def _check(self, received, previous, start) -> Verdict:
         bad, peaks = _sanity(received, self.max_bytes, self.max_entries)
         if bad:
-            return _unverified("guard", bad, start)
+            return unverifiable("guard", bad, start, check=UNVERIFIABLE)
         ctx = Context(
             self.template,
             self.data,
@@ -157,8 +147,11 @@ class Guard:
             try:
                 v = det.inspect(received, ctx)
             except Exception as e:  # noqa: BLE001 - one failing detector fails the check
-                v = _unverified(
-                    det.name, f"{det.name} could not check the model: {type(e).__name__}: {e}", t0
+                v = unverifiable(
+                    det.name,
+                    f"{det.name} could not check the model: {type(e).__name__}: {e}",
+                    t0,
+                    check=UNVERIFIABLE,
                 )
             ran.append(det.name)
             findings.extend(v.findings)
@@ -179,7 +172,7 @@ class Guard:
             verified, malicious = False, True
             findings.append(
                 Finding(
-                    "guard.unverifiable",
+                    UNVERIFIABLE,
                     "-",
                     math.nan,
                     math.nan,
@@ -221,7 +214,9 @@ class Guard:
                 state = {k: v.detach() for k, v in model.state_dict().items()}
             except Exception as e:  # noqa: BLE001
                 self.history.append(
-                    _unverified("guard", f"unreadable model: {e}", time.perf_counter())
+                    unverifiable(
+                        "guard", f"unreadable model: {e}", time.perf_counter(), check=UNVERIFIABLE
+                    )
                 )
                 return False
             verdict = self.check(state)

@@ -37,7 +37,7 @@ import torch
 from torch.func import functional_call
 
 from gradguard.detect.architecture import peak_abs
-from gradguard.detect.base import Context, Finding, Verdict, mismatch, verdict_from
+from gradguard.detect.base import Context, Finding, Threshold, Verdict, mismatch, verdict_from
 from gradguard.detect.thresholds import resolve
 
 CONSTANT_SPREAD = 1e-6  # max over classes of std across inputs, relative to the logits' size
@@ -46,11 +46,23 @@ CONSTANT_SPREAD = 1e-6  # max over classes of std across inputs, relative to the
 class Health:
     name = "health"
     needs_data = False  # the output checks run only when local data is given
+    # a model beyond these has diverged (cannot verify, no attack named)
+    THRESHOLDS = (
+        Threshold("max_abs", 1e6, "health.magnitude", floor=1e6, doc="largest |value|"),
+        Threshold(
+            "collapse",
+            100.0,
+            "health.collapse",
+            # the output varies by under 1% of its size across inputs
+            floor=100.0,
+            doc="mean |logit| / largest spread across local inputs, one class predicted for all",
+        ),
+    )
 
     def __init__(
         self, thresholds: Mapping[str, float] | None = None, samples: int = 32, seed: int = 0
     ) -> None:
-        self.t = resolve(self.name, thresholds)
+        self.t = resolve(self, thresholds)
         self.samples, self.seed = samples, seed
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:

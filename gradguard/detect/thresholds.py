@@ -1,61 +1,51 @@
-"""Default thresholds, by ``"detector.key"``.
+"""Thresholds by ``"detector.key"``: their defaults, validation and resolution.
 
-Every value here was set from honest models only: ``python benchmarks/calibrate.py``
-scores the calibration part of the honest corpus (gradguard/experiments/honest_corpus.py:
-every zoo family, five optimisers, digits, Fashion-MNIST and colour photo patches, seeds
-1000+, disjoint from the evaluation part) and proposes ``max(floor, 2 x largest honest
-value)`` (rounded up to 3 digits); benchmarks/results/calibrate.md has the maxima and where
-they were measured. Where a literature anchor exists (transmit-SNR and D-SNR flag above 1)
-it is the floor. No value was tuned on attacks.
+Each detector declares the thresholds it reads (``THRESHOLDS``, a tuple of
+:class:`~gradguard.detect.base.Threshold`, in its own file); :data:`DEFAULTS` is read from
+those declarations through the registry. Every default was set from honest models only:
+``python benchmarks/calibrate.py`` scores the calibration part of the honest corpus
+(gradguard/experiments/honest_corpus.py: every zoo family, five optimisers, digits,
+Fashion-MNIST and colour photo patches, seeds 1000+, disjoint from the evaluation part) and
+proposes ``max(floor, 2 x largest honest value)`` (rounded up to 3 digits);
+benchmarks/results/calibrate.md has the maxima and where they were measured. Where a
+literature anchor exists (transmit-SNR and D-SNR flag above 1) it is the floor. No value
+was tuned on attacks.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
+from gradguard.detect.base import Detector
+from gradguard.detect.registry import declared_thresholds, detector_class
 from gradguard.errors import GradguardError
 
-DEFAULTS: dict[str, float] = {
-    # health: a model beyond these has diverged (cannot verify, no attack named)
-    "health.max_abs": 1e6,  # largest |value| of the state
-    # mean |logit| / largest spread across local inputs, with one class predicted for all
-    "health.collapse": 100.0,
-    # architecture: largest |value| a float entry may hold before the model is unverifiable
-    "architecture.max_abs": 1e6,
-    # transmit-SNR of first-conv filters (anchors: benign < 1, Dirac ~1e6; honest corpus
-    # reaches 0.717 on a Fashion-MNIST convnet, so 2x that is above the anchor)
-    "transmit-snr.ratio": 1.44,
-    # forensics
-    "forensics.duplicate_rows": 3.0,  # rows of one linear layer with a near-identical twin
-    "forensics.trap_signs": 12.0,  # -log10 p of rows with exactly half negative weights
-    "forensics.dirac_filters": 1.0,  # conv filters with transmit ratio >= dirac_ratio
-    "forensics.zero_rows": 1.0,  # all-zero rows in the first or last linear layer
-    "forensics.bias_extremity": 10.0,  # last-layer max|b| / median row norm
-    "forensics.attention": 1.0,  # attention layers with zeroed queries or identity keys
-    # D-SNR (anchor: flag above 1; an honest Fashion-MNIST mlp under AdamW reaches 1.36)
-    "dsnr.ratio": 2.73,
-    # warm-up Z-score (seed 000, section 5): any |Z| above this flags
-    "warmup.z": 5.12e8,
-    "warmup+.z": 3610.0,
-    "warmup-paper.z": 365.0,  # 2 x 182, the honest max of the broad calibration corpus
-    # exposure (leakage audit, probe batch of 64), calibrated on the broad honest corpus
-    # samples any known decoder returns at >= 30 dB: honest models reach 1.0 (64 of 64), so
-    # this alone never flags tampering; it is the client's own exposure (strict policy)
-    "exposure.exposed_fraction": 1.2,
-    "exposure.pair_fraction": 0.05,  # isolated by pairs cancelling >= 8x, 4+ classes
-    "exposure.silencing": 3.03,  # effective speakers by the head's errors / below the head
-    "exposure.rise": 0.25,  # exposed share above the last accepted model's
-    # 1 - effective rank / (C - 1) of the head's centred rows (honest max 0.234)
-    "exposure.head_collapse": 0.469,
-    "exposure.strict_fraction": 0.05,  # policy "strict": own exposure above this abstains
-}
 
-# Fixed parameters of the statistics (not decision thresholds).
-DIRAC_RATIO = 1.0  # a filter whose largest entry outweighs all the others together
-DUPLICATE_COSINE = 0.999
+def defaults() -> dict[str, float]:
+    """``"detector.key" -> default`` of every threshold the registered detectors declare."""
+    return {key: float(t.default) for key, t in declared_thresholds().items()}
 
+
+class _Declared(Mapping[str, float]):
+    """:func:`defaults` as a read-only mapping, read from the registry at each use (a
+    detector registered later is included)."""
+
+    def __getitem__(self, key: str) -> float:
+        return defaults()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(defaults())
+
+    def __len__(self) -> int:
+        return len(defaults())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+DEFAULTS: Mapping[str, float] = _Declared()
 
 # An override must be finite and lie in (0, MAX_RATIO x default]: far above it a detector
 # never flags (NaN, inf, 1e300 all disarm it). Lower values only make a detector stricter.
@@ -79,26 +69,33 @@ def validate(overrides: Mapping[str, float] | None) -> dict[str, float]:
             f"thresholds must be a mapping of 'detector.key' to numbers, "
             f"got {type(overrides).__name__}"
         )
+    known = defaults()
     out: dict[str, float] = {}
     for key, value in overrides.items():
-        if key not in DEFAULTS:
-            raise ConfigError(f"unknown threshold {key!r}; valid: {', '.join(sorted(DEFAULTS))}")
+        if key not in known:
+            raise ConfigError(f"unknown threshold {key!r}; valid: {', '.join(sorted(known))}")
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ConfigError(f"threshold {key}={value!r} is not a number")
         v = float(value)
-        top = MAX_RATIO * DEFAULTS[key]
+        top = MAX_RATIO * known[key]
         if not math.isfinite(v) or not 0 < v <= top:
             raise ConfigError(
                 f"threshold {key}={value!r} would disarm the check: it must be finite, "
-                f"> 0 and <= {top:g} ({MAX_RATIO:g} x the calibrated {DEFAULTS[key]:g})"
+                f"> 0 and <= {top:g} ({MAX_RATIO:g} x the calibrated {known[key]:g})"
             )
         out[key] = v
     return out
 
 
-def resolve(detector: str, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
-    """The thresholds of ``detector`` (keys without the prefix), overrides validated and
-    applied (:class:`ConfigError` on an unknown key or a disarming value)."""
-    prefix = detector + "."
-    merged = {**DEFAULTS, **validate(overrides)}
-    return {k[len(prefix) :]: float(v) for k, v in merged.items() if k.startswith(prefix)}
+def resolve(
+    detector: str | Detector | type[Detector], overrides: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """The thresholds ``detector`` (a registered name, a detector or its class) declares,
+    keys without its name, overrides validated and applied (:class:`ConfigError` on an
+    unknown key or a disarming value)."""
+    declaring = detector_class(detector) if isinstance(detector, str) else detector
+    given = validate(overrides)
+    return {
+        t.key: given.get(f"{declaring.name}.{t.key}", float(t.default))
+        for t in declaring.THRESHOLDS
+    }

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from gradguard.detect.base import (
     Context,
     Finding,
+    Threshold,
     Verdict,
     mismatch,
     unverifiable,
@@ -125,6 +126,7 @@ class WarmUp:
 
     name = "warmup"
     needs_data = True
+    THRESHOLDS = (Threshold("z", 5.12e8, "warmup.z", doc="any |Z| above this flags"),)
     # The literal reading scores every statistic, the last linear layer's mean included,
     # although plain SGD on cross-entropy cannot move it (see ``unscored``).
     skip_softmax_mean = False
@@ -139,7 +141,7 @@ class WarmUp:
         eps: float = 1e-8,
         seed: int = 0,
     ) -> None:
-        self.t = resolve(self.name, thresholds)
+        self.t = resolve(self, thresholds)
         self.steps, self.samples, self.lr = steps, samples, lr
         self.max_bn, self.eps, self.seed = batchnorms, eps, seed
 
@@ -245,7 +247,7 @@ class WarmUp:
         start = time.perf_counter()
         reason = mismatch(received, ctx.expected)
         if reason:
-            return unverifiable(self.name, reason, start)
+            return unverifiable(self.name, f"cannot verify: {reason}", start)
         stats, losses = self.profile(received, ctx)
         threshold = self.t["z"]
         unscored = self.unscored(ctx.template) if self.skip_softmax_mean else set()

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 
 import torch
 
+from gradguard.detect.base import Threshold
 from gradguard.detect.warmup import WarmUp
 
 
@@ -36,6 +37,8 @@ class WarmUpPaper(WarmUp):
 
     name = "warmup-paper"
     skip_softmax_mean = True
+    # 2 x 182, the honest max of the broad calibration corpus
+    THRESHOLDS = (Threshold("z", 365.0, "warmup-paper.z", doc="any scored |Z| above this flags"),)
 
     def __init__(
         self, thresholds: Mapping[str, float] | None = None, rel: float = 1e-2, **options

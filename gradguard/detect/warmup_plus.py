@@ -37,7 +37,7 @@ from collections.abc import Mapping
 
 import torch
 
-from gradguard.detect.base import Context
+from gradguard.detect.base import Context, Threshold
 from gradguard.detect.warmup import WarmUp, target_names, target_stats
 
 CONSTANT = 1e-6  # a target whose step-0 spread is below this x its max-abs has no own scale
@@ -59,6 +59,7 @@ def borrowed_scales(stats: dict[str, torch.Tensor], keys: list[str]) -> torch.Te
 
 class WarmUpPlus(WarmUp):
     name = "warmup+"
+    THRESHOLDS = (Threshold("z", 3610.0, "warmup+.z", doc="any scored |Z| above this flags"),)
 
     def __init__(
         self,

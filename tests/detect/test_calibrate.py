@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from gradguard.detect import DETECTORS
-from gradguard.detect.base import Context
-from gradguard.detect.calibrate import FLOORS, MARGIN, calibration_detectors, propose, score_model
+from gradguard.detect.base import MARGIN, Context
+from gradguard.detect.calibrate import calibration_detectors, propose, score_model
+from gradguard.detect.registry import declared_thresholds
 from gradguard.detect.thresholds import DEFAULTS
 
 
@@ -28,5 +29,5 @@ def test_proposal_is_margin_times_honest_max_above_the_floor():
     maxima = {"warmup+.z": 250.0, "dsnr.ratio": 0.2}
     out = propose(maxima)
     assert out["warmup+.z"] == MARGIN * 250.0
-    assert out["dsnr.ratio"] == FLOORS["dsnr.ratio"]  # the anchor wins over 0.4
+    assert out["dsnr.ratio"] == declared_thresholds()["dsnr.ratio"].floor == 1.0  # anchor > 0.4
     assert out["forensics.attention"] == DEFAULTS["forensics.attention"]  # not measured

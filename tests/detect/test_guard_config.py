@@ -7,7 +7,7 @@ import torch
 
 from gradguard.attacks import get_attack
 from gradguard.detect import Guard, GuardConfig
-from gradguard.detect.thresholds import DEFAULTS, MAX_RATIO, ConfigError, resolve
+from gradguard.detect.thresholds import ConfigError
 from gradguard.models import build_model
 
 STATIC = ("architecture", "forensics", "transmit-snr")
@@ -38,17 +38,6 @@ def mlp():
 def test_invalid_configurations_are_refused(kw, match):
     with pytest.raises(ConfigError, match=match):
         GuardConfig(**kw)
-
-
-def test_threshold_range_follows_defaults():
-    for key, default in DEFAULTS.items():
-        detector, name = key.rsplit(".", 1)
-        assert resolve(detector, {key: MAX_RATIO * default})[name] == MAX_RATIO * default
-        with pytest.raises(ConfigError, match="disarm"):
-            resolve(detector, {key: MAX_RATIO * default * 1.01})
-    with pytest.raises(ConfigError) as e:
-        resolve("warmup+", {"warmup+.zz": 1.0})
-    assert all(k in str(e.value) for k in DEFAULTS)  # the error lists every valid key
 
 
 def test_no_local_data_fails_closed_unless_only_data_free_detectors(mlp):

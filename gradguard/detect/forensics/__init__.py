@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gradguard.detect.base import Context, Finding, Verdict, verdict_from
+from gradguard.detect.base import Context, Finding, Threshold, Verdict, verdict_from
 from gradguard.detect.forensics import attention, dirac, fishing, imprint, trap
 from gradguard.detect.thresholds import resolve
 
@@ -55,9 +55,11 @@ class Layers:
 class Forensics:
     name = "forensics"
     needs_data = False
+    # each signature module declares its own threshold
+    THRESHOLDS: tuple[Threshold, ...] = tuple(t for sig in SIGNATURES for t in sig.THRESHOLDS)
 
     def __init__(self, thresholds: Mapping[str, float] | None = None) -> None:
-        self.t = resolve(self.name, thresholds)
+        self.t = resolve(self, thresholds)
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()

@@ -11,15 +11,23 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gradguard.detect.base import Finding
-from gradguard.detect.filters import transmit_ratio
-from gradguard.detect.thresholds import DIRAC_RATIO
+from gradguard.detect.base import Finding, Threshold
+from gradguard.detect.filters import DIRAC_RATIO, transmit_ratio
 
 if TYPE_CHECKING:
     from gradguard.detect.forensics import Layers
 
 ZERO_QUERY = 1e-3  # ||W_q|| / ||W_v|| below this: zeroed queries
 IDENTITY_KEYS = 0.5  # fraction of one-hot key rows above this: identity keys
+THRESHOLDS = (
+    Threshold(
+        "attention",
+        1.0,
+        "forensics.attention",
+        floor=1.0,
+        doc="attention layers with zeroed queries or identity keys",
+    ),
+)
 
 
 def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]) -> list[Finding]:

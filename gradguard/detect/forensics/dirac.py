@@ -11,12 +11,21 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gradguard.detect.base import Finding
-from gradguard.detect.filters import transmit_ratio
-from gradguard.detect.thresholds import DIRAC_RATIO
+from gradguard.detect.base import Finding, Threshold
+from gradguard.detect.filters import DIRAC_RATIO, transmit_ratio
 
 if TYPE_CHECKING:
     from gradguard.detect.forensics import Layers
+
+THRESHOLDS = (
+    Threshold(
+        "dirac_filters",
+        1.0,
+        "forensics.dirac",
+        floor=1.0,
+        doc="conv filters with transmit ratio >= DIRAC_RATIO",
+    ),
+)
 
 
 def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]) -> list[Finding]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gradguard.detect.base import Finding
+from gradguard.detect.base import Finding, Threshold
 
 if TYPE_CHECKING:
     from gradguard.detect.forensics import Layers
@@ -71,6 +71,24 @@ def bias_extremity(w: torch.Tensor, b: torch.Tensor) -> float:
     b = b.detach().double()
     spread = float((b - b.median()).abs().max())
     return spread / max(scale, 1e-12)
+
+
+THRESHOLDS = (
+    Threshold(
+        "zero_rows",
+        1.0,
+        "forensics.zero-rows",
+        floor=1.0,
+        doc="all-zero rows in the first or last linear layer",
+    ),
+    Threshold(
+        "bias_extremity",
+        10.0,
+        "forensics.bias",
+        floor=10.0,
+        doc="last-layer max|b| / median row norm",
+    ),
+)
 
 
 def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]) -> list[Finding]:

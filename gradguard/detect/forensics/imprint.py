@@ -11,12 +11,21 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gradguard.detect.base import Finding
-from gradguard.detect.thresholds import DUPLICATE_COSINE
+from gradguard.detect.base import Finding, Threshold
 
 if TYPE_CHECKING:
     from gradguard.detect.forensics import Layers
 
+DUPLICATE_COSINE = 0.999  # a fixed parameter of the statistic, not a decision threshold
+THRESHOLDS = (
+    Threshold(
+        "duplicate_rows",
+        3.0,
+        "forensics.imprint",
+        floor=3.0,
+        doc="rows of one linear layer with a near-identical twin",
+    ),
+)
 MAX_ROWS = 4096
 
 

@@ -16,13 +16,23 @@ from typing import TYPE_CHECKING
 import torch
 from scipy.special import bdtrc
 
-from gradguard.detect.base import Finding
+from gradguard.detect.base import Finding, Threshold
 
 if TYPE_CHECKING:
     from gradguard.detect.forensics import Layers
 
 MIN_ROWS, MIN_COLS = 32, 16
 LN2 = math.log(2)
+
+THRESHOLDS = (
+    Threshold(
+        "trap_signs",
+        12.0,
+        "forensics.trap",
+        floor=12.0,
+        doc="-log10 p of rows with exactly half negative weights",
+    ),
+)
 
 
 def half_chance(d: int) -> float:
