@@ -6,7 +6,8 @@ Every loader returns a :class:`Dataset` of images ``x`` (float32, N x C x H x W,
 folder of images with one subfolder per class).
 """
 
-from gradguard.data.dataset import Dataset, load_dataset, train_test
+from gradguard.data.dataset import Dataset
+from gradguard.data.load import load_dataset, train_test
 from gradguard.data.partition import partition
 
 __all__ = ["Dataset", "load_dataset", "partition", "train_test"]
