@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gradguard.data import load_dataset, train_test
+from gradguard.data import train_test
 from gradguard.data.idx import read_idx, system_dir
 from gradguard.errors import DataError
 
@@ -100,16 +100,6 @@ def test_folder_level_errors(tmp_path):
     (folder / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DataError, match="missing"):
         train_test(str(folder))
-
-
-def test_missing_path_and_unknown_name(tmp_path):
-    with pytest.raises(DataError, match="no such data set or path"):
-        load_dataset(str(tmp_path / "absent"))
-    (tmp_path / "file.bin").write_bytes(b"x")
-    with pytest.raises(DataError, match="not an IDX"):
-        load_dataset(str(tmp_path / "file.bin"))
-    with pytest.raises(DataError, match="unknown split"):
-        load_dataset("digits", "val")
 
 
 @needs_fashion

@@ -1,4 +1,5 @@
-"""warmup+ on models whose biases arrive constant (zero-initialised, Keras's default)."""
+"""warmup+ (gradguard's light warm-up variant): flags imprint, reads the previous model only when
+asked, and handles models whose biases arrive constant (zero-initialised, Keras's default)."""
 
 import pytest
 import torch
@@ -37,3 +38,29 @@ def test_constant_weights_of_an_imprint_layer_are_still_flagged(honest, imprinte
     v = inspect(imprinted["mlp"], honest["mlp"], local)
     assert v.malicious
     assert any(f.flagged and f.layer.startswith("linear[0]_weight") for f in v.findings)
+
+
+def verdict(detector, model, template, local):
+    return get_detector(detector).inspect(model.state_dict(), Context(template, local))
+
+
+def test_warmup_plus_flags_imprint_faithful_does_not(honest, imprinted, digits):
+    _, local, _ = digits
+    bad = imprinted["mlp"]
+    assert verdict("warmup+", bad, honest["mlp"], local).malicious
+    assert not verdict("warmup", bad, honest["mlp"], local).malicious
+
+
+def test_warmup_plus_is_light_and_reads_the_previous_model_only_when_asked(honest, digits):
+    _, local, _ = digits
+    det = get_detector("warmup+")
+    assert (det.steps, det.samples, det.use_previous) == (1, 32, False)  # the Guard's budget
+    m = honest["convnet"]
+    ctx = Context(m, local, previous=m.state_dict())
+    v = det.inspect(m.state_dict(), ctx)
+    assert not v.malicious and v.score < 1
+    assert len(v.metadata["stats"]["linear[0]_weight"]["mean"]) == 2  # received, step 1
+    v = get_detector("warmup+", use_previous=True).inspect(m.state_dict(), ctx)
+    assert not v.malicious and v.score < 1
+    assert len(v.metadata["stats"]["linear[0]_weight"]["mean"]) == 3  # previous, 0, 1
+    assert len(v.metadata["z"]["conv[0]_weight"]["std"]) == 2  # arrival, step 1
