@@ -49,11 +49,6 @@ from gradguard.detect.thresholds import resolve
 STATS = ("mean", "std", "maxabs")
 
 
-def _stats(t: torch.Tensor) -> torch.Tensor:
-    """(mean, std, max |t|) in float64."""
-    return stats_of([t])[0]
-
-
 def stats_of(tensors: list[torch.Tensor]) -> torch.Tensor:
     """(mean, std, max |t|) of each tensor: ``len(tensors) x 3`` in float64.
 

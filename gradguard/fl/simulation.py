@@ -257,7 +257,3 @@ class Federation:
             state = self.model.state_dict()
             for k, d in delta.items():
                 state[k].add_(d.to(state[k].dtype), alpha=self.config.server_lr)
-
-
-def global_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return float_state(model)

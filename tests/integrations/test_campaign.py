@@ -28,7 +28,7 @@ def test_run_config_round_trip():
     sc = Scenario(
         targets=(0, 2),
         attack_options=(("bins", 256),),
-        guard_thresholds=(("forensics.cosine", 0.99),),
+        guard_thresholds=(("forensics.zero_rows", 2),),
         steps=3,
     )
     assert Scenario.from_run_config(sc.to_run_config()) == sc

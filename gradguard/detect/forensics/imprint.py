@@ -42,11 +42,6 @@ def has_twin(w: torch.Tensor) -> torch.Tensor:
     return gram.amax(dim=1) >= DUPLICATE_COSINE
 
 
-def twin_rows(w: torch.Tensor) -> torch.Tensor:
-    """Indices of non-zero rows that have a near-parallel twin (cosine >= 0.999)."""
-    return has_twin(w).nonzero().flatten()
-
-
 def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]) -> list[Finding]:
     findings = []
     threshold = t["duplicate_rows"]
