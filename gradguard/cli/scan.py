@@ -74,13 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from gradguard.detect.thresholds import validate
     from gradguard.models import build_model
     from gradguard.models.io import load_state
-    from gradguard.options import parse_pairs
+    from gradguard.options import parse_pairs, split_items
 
-    names = (
-        list(DETECTORS)
-        if args.detectors == "all"
-        else [d.strip() for d in args.detectors.split(",") if d.strip()]
-    )
+    names = list(DETECTORS) if args.detectors == "all" else split_items(args.detectors)
     unknown = [d for d in names if d not in DETECTORS]
     if unknown or not names:
         raise usage_error(
