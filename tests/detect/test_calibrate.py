@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gradguard.detect import DETECTORS
-from gradguard.detect.base import MARGIN, Context
-from gradguard.detect.calibrate import calibration_detectors, propose, score_model
+from gradguard.detect.base import MARGIN, Context, Finding
+from gradguard.detect.calibrate import (
+    calibration_detectors,
+    checks_to_keys,
+    key_of,
+    propose,
+    score_model,
+    sentinels,
+)
 from gradguard.detect.registry import declared_thresholds
 from gradguard.detect.thresholds import DEFAULTS
 
@@ -31,3 +40,11 @@ def test_proposal_is_margin_times_honest_max_above_the_floor():
     assert out["warmup+.z"] == MARGIN * 250.0
     assert out["dsnr.ratio"] == declared_thresholds()["dsnr.ratio"].floor == 1.0  # anchor > 0.4
     assert out["forensics.attention"] == DEFAULTS["forensics.attention"]  # not measured
+
+
+def test_a_finding_counts_only_for_its_declared_key_under_that_keys_sentinel():
+    marks, keys = sentinels(), checks_to_keys()
+    f = Finding("dsnr", "conv1", 0.5, marks["dsnr.ratio"], "", flagged=False)
+    assert key_of(f, marks, keys) == "dsnr.ratio"
+    assert key_of(replace(f, threshold=marks["warmup.z"]), marks, keys) is None
+    assert key_of(replace(f, check="dsnr.other"), marks, keys) is None
