@@ -32,7 +32,6 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn import functional as F
 
 from gradguard.detect.base import (
     Context,
@@ -181,7 +180,7 @@ class WarmUp:
                 # After the last step only activations need a forward pass.
                 if training or hooks:
                     with torch.set_grad_enabled(training):
-                        loss = F.cross_entropy(functional_call(model, {**params, **buffers}, x), y)
+                        loss = ctx.loss_of(functional_call(model, {**params, **buffers}, x), y)
                 for key, st in self.param_stats(params, received, names).items():
                     rows.setdefault(key, []).append(st)
                 if acts:
