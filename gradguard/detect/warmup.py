@@ -41,7 +41,7 @@ from gradguard.detect.base import (
     unverifiable,
     verdict_from,
 )
-from gradguard.detect.layers import attentions, batchnorms, convs, linears
+from gradguard.detect.layers import attention_parameters, attentions, batchnorms, convs, linears
 from gradguard.detect.thresholds import resolve
 
 STATS = ("mean", "std", "maxabs")
@@ -98,9 +98,11 @@ def target_names(model: nn.Module) -> dict[str, list[str]]:
     att = attentions(mods)
     if att:
         for tag, name in (("attention[0]", att[0]), ("attention[-1]", att[-1])):
-            parts = [f"{name}.{p}" for p in ("q", "k", "v", "proj") if f"{name}.{p}" in mods]
-            add(f"{tag}_weight", parts, "weight")
-            add(f"{tag}_bias", parts, "bias")
+            weights, biases = attention_parameters(name, mods[name])
+            for key, found in ((f"{tag}_weight", weights), (f"{tag}_bias", biases)):
+                found = [n for n in found if n in params]
+                if found:
+                    out[key] = found
     return out
 
 
