@@ -220,25 +220,29 @@ def template_hint(state, template, args: argparse.Namespace) -> str:
     total = max(len(expected), len(state))
     share = len(same) / total if total else 0.0
     reshaped = [k for k in expected if k in state and k not in same]
-    detail = ""
+    detail, other_inputs = "", False
     if reshaped:
         k = reshaped[0]
         detail = (
             f" (e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in "
             "the template"
         )
-        if not is_user_spec(args.model) and k in ("fc1.weight", "conv1.weight"):
-            width = int(state[k].shape[0])
-            detail += f"; a model of first-layer width {width} is --width {width}"
+        got, want = tuple(state[k].shape), tuple(expected[k].shape)
+        first = k == next(iter(expected))
+        other_inputs = first and got[1:] != want[1:]  # no server can change the client's data
+        if other_inputs:
+            detail += "; the first layer takes other inputs: is --dataset the model's data?"
+        elif not is_user_spec(args.model) and k in ("fc1.weight", "conv1.weight"):
+            detail += f"; a model of first-layer width {got[0]} is --width {got[0]}"
         detail += ")"
     where = (
         f"--model {args.model}"
         + (f" {' '.join('--model-arg ' + a for a in args.model_arg)}" if args.model_arg else "")
         + f", --dataset {args.dataset}"
     )
-    if share < 0.5:
+    if share < 0.5 or other_inputs:
         return (
-            f"likely a template mistake: only {len(same)} of {total} entries of the file fit "
+            f"likely a template mistake: {len(same)} of {total} entries of the file fit "
             f"the template ({where}){detail}; check --model and --dataset before reading "
             "this as tampering"
         )

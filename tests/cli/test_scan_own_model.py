@@ -115,3 +115,13 @@ def test_unreadable_files_give_one_clean_message(client, tmp_path, capsys):
     assert main([*honest, "--previous", str(text)]) == 2
     err = capsys.readouterr().err
     assert "--previous" in err and "notes.pt" in err
+
+
+def test_a_model_of_other_data_is_a_likely_dataset_mistake(tmp_path, capsys):
+    from gradguard.models import build_model
+
+    torch.manual_seed(0)
+    save_state(build_model("mlp", (1, 28, 28), 10), tmp_path / "fashion.safetensors")
+    assert main(["scan", str(tmp_path / "fashion.safetensors"), "--model", "mlp", *STATIC]) == 1
+    out = capsys.readouterr().out
+    assert "likely a template mistake" in out and "--dataset" in out
