@@ -360,7 +360,7 @@ def _default_guard(
 
 def guard_mod(
     template: nn.Module | TemplateFn,
-    data: Dataset | DataFn | None = None,
+    data: Any = None,
     *,
     policy: str | None = None,
     detectors: tuple[str, ...] | None = None,
