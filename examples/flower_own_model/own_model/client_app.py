@@ -32,7 +32,10 @@ def make_app(guarded: bool = True) -> ClientApp:
         model = Net()
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         trainset, _ = _data(context)
-        loss = train(model, trainset)
+        seed = (
+            1000 * int(msg.content["config"]["server-round"]) + context.node_config["partition-id"]
+        )
+        loss = train(model, trainset, seed=seed)
         metrics = MetricRecord({"train_loss": loss, "num-examples": len(trainset)})
         content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
         return Message(content=content, reply_to=msg)

@@ -36,13 +36,16 @@ def load_data(partition: int, partitions: int) -> tuple[TensorDataset, TensorDat
     return TensorDataset(x[mine], y[mine]), TensorDataset(x[test], y[test])
 
 
-def train(model: nn.Module, data: TensorDataset, epochs: int = 1, lr: float = 0.1) -> float:
-    """Local SGD; the mean training loss."""
+def train(
+    model: nn.Module, data: TensorDataset, epochs: int = 1, lr: float = 0.1, seed: int = 0
+) -> float:
+    """Local SGD (batches shuffled by ``seed``); the mean training loss."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     model.train()
     total, n = 0.0, 0
+    order = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        for x, y in DataLoader(data, batch_size=32, shuffle=True):
+        for x, y in DataLoader(data, batch_size=32, shuffle=True, generator=order):
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
