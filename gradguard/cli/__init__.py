@@ -88,9 +88,12 @@ def _available() -> dict[str, tuple[str, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gradguard import __version__
+
     parser = argparse.ArgumentParser(
         prog="gradguard", description="Protect federated-learning clients from malicious servers."
     )
+    parser.add_argument("--version", action="version", version=f"gradguard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in _available().items():
         p = sub.add_parser(name, help=help_, description=help_)

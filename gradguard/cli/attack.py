@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         from gradguard.viz import save_reconstruction_grid
 
         png = (
-            args.out / f"{args.name}_{args.dataset}_{args.model}_b{args.batch_size}"
+            args.out / f"{args.name}_{_slug(args.dataset)}_{args.model}_b{args.batch_size}"
             f"_e{args.local_steps}.png"
         )
         title = (
@@ -146,10 +146,13 @@ def run(args: argparse.Namespace) -> int:
                 title=title,
             )
         )
+    scan_hint = _scan_command(args, options, written[0]) if args.save_model is not None else ""
     if args.json:
         print(json.dumps(summary))
         for path in written:
             print(f"wrote {path}", file=sys.stderr)
+        if scan_hint:
+            print(f"scan it as the client would: {scan_hint}", file=sys.stderr)
     else:
         print(
             f"{args.name} on {args.model}/{args.dataset}, batch {args.batch_size}, "
@@ -161,7 +164,34 @@ def run(args: argparse.Namespace) -> int:
         )
         for path in written:
             print(f"wrote {path}")
+        if scan_hint:
+            print(f"scan it as the client would: {scan_hint}")
     return 0
+
+
+def _slug(dataset: str) -> str:
+    """A data set name or path as one file-name part (the last path component)."""
+    name = Path(dataset.rstrip("/\\")).name or "data"
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in name)
+
+
+def _scan_command(args: argparse.Namespace, options: dict, path: Path) -> str:
+    """The ``gradguard scan`` line whose template is the model this attack manipulated
+    (the attack widens the first layer: the client's model has that width)."""
+    import shlex
+
+    from gradguard.attacks.run import build_attack
+
+    attack = build_attack(args.name, args.batch_size, **dict(options))
+    kwargs = attack.model_kwargs(args.model) if hasattr(attack, "model_kwargs") else {}
+    parts = ["gradguard", "scan", str(path), "--model", args.model]
+    if args.norm:
+        parts += ["--norm", args.norm]
+    if "width" in kwargs:
+        parts += ["--width", str(kwargs["width"])]
+    if args.dataset != "digits":
+        parts += ["--dataset", args.dataset]
+    return shlex.join(parts)
 
 
 def _check_options(name: str, batch_size: int, options: dict) -> None:

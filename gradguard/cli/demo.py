@@ -32,8 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=4, help="clients (default 4)")
     p.add_argument(
         "--attack-rounds",
-        default="3,5",
-        help="rounds in which the server is malicious (default 3,5)",
+        default=None,
+        help="rounds in which the server is malicious (default 3,5; with fewer --rounds, the "
+        "last round)",
     )
     p.add_argument("--targets", default="all", help="attacked client ids, or all (default)")
     p.add_argument(
@@ -56,7 +57,10 @@ def scenario_from(args: argparse.Namespace):
     from gradguard.scenario import Scenario
 
     try:
-        attack_rounds = tuple(int(x) for x in args.attack_rounds.split(",") if x.strip())
+        spec = args.attack_rounds
+        if spec is None:  # the default 3,5 clamped to the rounds there are
+            spec = ",".join(dict.fromkeys(str(max(1, min(r, args.rounds))) for r in (3, 5)))
+        attack_rounds = tuple(int(x) for x in spec.split(",") if x.strip())
         targets = (
             None
             if args.targets.strip() in ("all", "")

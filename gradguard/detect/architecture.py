@@ -4,6 +4,12 @@ The received state must match the client's template exactly: the same names, sha
 dtypes. An extra or missing entry is an attack (an inserted imprint block), not something
 to ignore as ``load_state_dict(strict=False)`` would. Non-finite values and absurd
 magnitudes make a model unverifiable.
+
+Integer entries (BatchNorm's ``num_batches_tracked``) that arrive as floats are not a
+change of architecture: stock strategies (Flower's FedAvg) average every array, which turns
+int64 counts into float64. :func:`restore_integers` validates them as counts (finite,
+non-negative, at most 2^53) and casts them back; only values no averaging of counts
+produces make the model unverifiable.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class ArchitectureCheck:
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
         expected = ctx.expected
-        findings: list[Finding] = []
+        received, findings = restore_integers(received, expected)
         extra = [k for k in received if k not in expected]
         missing = [k for k in expected if k not in received]
         for kind, names in (("extra", extra), ("missing", missing)):
@@ -55,7 +61,7 @@ class ArchitectureCheck:
                         "with the client's model: the architecture was changed",
                     )
                 )
-        verified, top = True, 0.0
+        verified, top = not any(f.flagged for f in findings), 0.0
         peaks = ctx.peaks or {}
         for k in expected.keys() & received.keys():
             want, got = expected[k], received[k]
@@ -129,3 +135,65 @@ def peak_abs(t: torch.Tensor) -> float:
     """max |t| in one pass (NaN if any NaN, Inf if any Inf)."""
     lo, hi = torch.aminmax(t.detach())
     return max(-float(lo), float(hi))
+
+
+#: Integers a float64 holds exactly: an averaged count above this is no count.
+MAX_COUNT = 2**53
+
+
+def restore_integers(
+    received: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[Finding]]:
+    """``received`` with the template's integer entries that arrived as floats cast back,
+    and one finding per such entry (flagged where its values are no averaged count).
+
+    An average of counts is finite, non-negative and at most the largest count (bounded by
+    ``MAX_COUNT`` and the integer type); it need not be integral (FedAvg weights clients by
+    their number of examples), so it is rounded to the nearest integer. Booleans must lie
+    in [0, 1]. Entries that are not such floats are returned unchanged.
+    """
+    out = dict(received)
+    findings: list[Finding] = []
+    for k, want in expected.items():
+        got = received.get(k)
+        if not (
+            isinstance(got, torch.Tensor)
+            and got.is_floating_point()
+            and not want.is_floating_point()
+            and not want.is_complex()
+            and tuple(got.shape) == tuple(want.shape)
+        ):
+            continue
+        values = got.detach().double()
+        high = (
+            1.0 if want.dtype == torch.bool else float(min(MAX_COUNT, torch.iinfo(want.dtype).max))
+        )
+        lo, hi = (float(v) for v in torch.aminmax(values)) if values.numel() else (0.0, 0.0)
+        dtype = str(want.dtype).removeprefix("torch.")
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo >= 0 and hi <= high):
+            findings.append(
+                Finding(
+                    "architecture.integer",
+                    k,
+                    hi if math.isfinite(hi) and hi > high else lo,
+                    high,
+                    f"a {dtype} count sent as {str(got.dtype).removeprefix('torch.')} with "
+                    f"values in [{lo:.6g}, {hi:.6g}]: no average of counts (0 to {high:.6g})",
+                )
+            )
+            continue
+        rounded = values.round()
+        off = float((values - rounded).abs().max()) if values.numel() else 0.0
+        out[k] = rounded.to(want.dtype)
+        findings.append(
+            Finding(
+                "architecture.integer",
+                k,
+                off,
+                0.5,
+                f"{dtype} entry averaged into {str(got.dtype).removeprefix('torch.')} "
+                f"(largest distance to an integer {off:.3g}): validated and cast back",
+                flagged=False,
+            )
+        )
+    return out, findings

@@ -11,15 +11,19 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from gradguard.data import Dataset
+
+#: ``loss(outputs, targets) -> scalar``, averaged over the batch (as ``F.cross_entropy``).
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,12 @@ class Context:
     previous: dict[str, torch.Tensor] | None = None
     # max |value| of each floating entry of the received state, when the Guard has it
     peaks: dict[str, float] | None = None
+    # the client's training loss (batch mean); None: cross-entropy
+    loss: LossFn | None = None
+
+    def loss_of(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The client's loss on a batch (its mean), the one every gradient is taken of."""
+        return (self.loss or F.cross_entropy)(outputs, targets)
 
     @cached_property
     def expected(self) -> dict[str, torch.Tensor]:

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 import torch
 from torch.func import functional_call, grad, vmap
-from torch.nn import functional as F
 
 from gradguard.detect.base import (
     Context,
@@ -64,7 +63,7 @@ class DSNR:
 
         def loss(w, xi, yi):
             out = functional_call(model, {**fixed, **w}, (xi[None],))
-            return F.cross_entropy(out, yi[None])
+            return ctx.loss_of(out, yi[None])
 
         def norms(w, xi, yi):
             return {k: v.norm() for k, v in grad(loss)(w, xi, yi).items()}

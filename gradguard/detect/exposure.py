@@ -47,6 +47,7 @@ from torch.nn import functional as F
 from gradguard.detect.base import (
     Context,
     Finding,
+    LossFn,
     Threshold,
     Verdict,
     mismatch,
@@ -121,7 +122,13 @@ def head_collapse(weight: torch.Tensor) -> float:
     return 1.0 - (float(s.sum() ** 2) / den) / (c - 1) if den > 0 else 1.0
 
 
-def _capture(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+def _capture(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn | None = None,
+):
     """Inputs and output gradients of the linear/conv layers called once that the audit
     reads, and the logits, for ``model`` holding ``state`` in evaluation mode (the template
     itself is not copied)."""
@@ -152,7 +159,8 @@ def _capture(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor, 
     # and the last weight layer below the head (dominance); the backward stops there
     below_head = list(seen)[-2:-1]
     once = {n: v for n, v in once.items() if v[0].dim() == 2 or n in below_head}
-    loss = F.cross_entropy(logits, y, reduction="sum")
+    # the summed loss: each sample's gradient at its own scale (the batch mean x N)
+    loss = (loss_fn or F.cross_entropy)(logits, y) * len(y)
     grads = torch.autograd.grad(loss, [o for _, o in once.values()], allow_unused=True)
     out = {}
     for (name, (inp, _o)), g in zip(once.items(), grads, strict=True):
@@ -276,9 +284,11 @@ def probe(
     y: torch.Tensor,
     psnr_db: float = 30.0,
     k: int = 2,
+    loss_fn: LossFn | None = None,
 ) -> Probe:
-    """The exposure of the batch ``(x, y)`` in the update of ``model`` holding ``state``."""
-    caught, logits = _capture(model, state, x, y)
+    """The exposure of the batch ``(x, y)`` in the update of ``model`` holding ``state``
+    (``loss_fn``: the client's batch-mean loss; default cross-entropy)."""
+    caught, logits = _capture(model, state, x, y, loss_fn)
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     head = linear[-1] if linear else None
     onehot = F.one_hot(y, int(y.max()) + 1).float()
@@ -379,7 +389,7 @@ class ExposureAudit:
 
     def measure(self, state: dict[str, torch.Tensor], ctx: Context) -> Probe:
         x, y = self._batch(ctx)
-        return probe(ctx.template, state, x, y, self.psnr_db, self.k)
+        return probe(ctx.template, state, x, y, self.psnr_db, self.k, ctx.loss)
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()

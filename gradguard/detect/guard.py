@@ -8,7 +8,15 @@ audit, detect/exposure.py). Under every policy, a model that cannot be verified
 (unreadable, non-finite, wrong shapes, absurd values, expanded tensor views, more bytes
 than the client's model, any internal error) is never trained on. A configured detector
 that needs local data and got none makes the verdict unverified too: configure only
-data-free detectors to run without data. Invalid configurations (unknown policy or
+data-free detectors to run without data.
+
+The client's own model and data: ``template`` is any ``nn.Module``; ``data`` a gradguard
+Dataset, ``(x, y)`` tensors, a torch Dataset or a DataLoader (:func:`gradguard.data.adapt.
+as_dataset`, once, at construction); ``loss`` the client's batch-mean loss (default
+cross-entropy), used by every check that takes a gradient. Data the model cannot take
+raises :class:`~gradguard.errors.DataError` at construction. Integer entries that a stock
+strategy's averaging turned into floats are validated and cast back before any check
+(:func:`~gradguard.detect.architecture.restore_integers`). Invalid configurations (unknown policy or
 detector, an empty detector set, unknown or disarming thresholds) raise
 :class:`~gradguard.detect.thresholds.ConfigError`.
 """
@@ -26,10 +34,12 @@ import torch
 from torch import nn
 
 from gradguard.data import Dataset
-from gradguard.detect.architecture import peak_abs
-from gradguard.detect.base import Context, Finding, Verdict, mismatch, unverifiable
+from gradguard.data.adapt import as_dataset
+from gradguard.detect.architecture import peak_abs, restore_integers
+from gradguard.detect.base import Context, Finding, LossFn, Verdict, mismatch, unverifiable
 from gradguard.detect.registry import DEFAULT_DETECTORS, DETECTORS, get_detector
 from gradguard.detect.thresholds import ConfigError, validate
+from gradguard.errors import DataError
 from gradguard.models.io import LIMIT_FACTOR, max_entries, state_bytes, view_problem
 
 log = logging.getLogger("gradguard.detect")
@@ -73,7 +83,8 @@ class Guard:
         self,
         config: GuardConfig | None = None,
         template: nn.Module | None = None,
-        data: Dataset | None = None,
+        data: Dataset | object | None = None,
+        loss: LossFn | None = None,
     ) -> None:
         if not isinstance(template, nn.Module):
             raise ConfigError("Guard needs the client's model (an nn.Module) as template")
@@ -90,8 +101,13 @@ class Guard:
         if self.config.policy == "strict" and "exposure" in options:
             options["exposure"].setdefault("strict", True)
         self.detectors = [get_detector(n, self.config.thresholds, **options[n]) for n in names]
+        if loss is not None and not callable(loss):
+            raise ConfigError(f"loss must be a function (outputs, targets) -> loss, got {loss!r}")
         self.template = template
-        self.data = None if data is None or _is_empty(data) else data
+        self.loss = loss
+        self.data = None if data is None or _is_empty(data) else as_dataset(data)
+        if self.data is not None:
+            check_fit(template, self.data, loss)
         # a received state may hold at most this many bytes (the client's model's, x2)
         self.max_bytes = LIMIT_FACTOR * state_bytes(template) + 65536
         self.max_entries = max_entries(template)
@@ -126,7 +142,17 @@ class Guard:
             self.data,
             previous if previous is not None else self.accepted,
             peaks,
+            self.loss,
         )
+        # counts a stock strategy averaged into floats: validated and cast back
+        received, restored = restore_integers(received, ctx.expected)
+        bad = [f for f in restored if f.flagged]
+        if bad:
+            v = unverifiable("architecture", bad[0].message, start, layer=bad[0].layer)
+            v.findings[0] = bad[0]
+            return v
+        if ctx.previous is not None:
+            ctx.previous = restore_integers(ctx.previous, ctx.expected)[0]
         findings: list[Finding] = []
         per: dict[str, dict] = {}
         malicious, verified, ran, stopped = False, True, [], False
@@ -226,6 +252,42 @@ class Guard:
             return ok
 
         return guard
+
+
+def check_fit(template: nn.Module, data: Dataset, loss: LossFn | None) -> None:
+    """Raise :class:`DataError` unless ``template`` takes two local examples and the loss
+    (cross-entropy by default: logits N x C, labels below C) is a finite number on them."""
+    x, y = data.x[:2], data.y[:2]
+    was_training = template.training
+    template.eval()
+    try:
+        with torch.no_grad():
+            out = template(x)
+            if loss is None:
+                if not isinstance(out, torch.Tensor) or out.ndim != 2:
+                    raise DataError(
+                        "the model's output on the local data is not N x classes logits "
+                        f"({getattr(out, 'shape', type(out).__name__)}): give the Guard your "
+                        "loss function"
+                    )
+                if int(data.y.max()) >= out.shape[1]:
+                    raise DataError(
+                        f"the local data has label {int(data.y.max())} but the model has "
+                        f"{out.shape[1]} outputs"
+                    )
+            value = (loss or torch.nn.functional.cross_entropy)(out, y)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the client's model or loss: say what failed
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise DataError(
+            f"the model cannot be trained on the local data {tuple(data.x.shape[1:])}: "
+            f"{type(e).__name__}: {first}"
+        ) from None
+    finally:
+        template.train(was_training)
+    if not (isinstance(value, torch.Tensor) and value.numel() == 1 and bool(value.isfinite())):
+        raise DataError(f"the loss on the local data is not a finite number ({value!r})")
 
 
 def _is_empty(data) -> bool:

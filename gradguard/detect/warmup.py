@@ -32,7 +32,6 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn import functional as F
 
 from gradguard.detect.base import (
     Context,
@@ -43,7 +42,7 @@ from gradguard.detect.base import (
     unverifiable,
     verdict_from,
 )
-from gradguard.detect.layers import attentions, batchnorms, convs, linears
+from gradguard.detect.layers import attention_parameters, attentions, batchnorms, convs, linears
 from gradguard.detect.thresholds import resolve
 
 STATS = ("mean", "std", "maxabs")
@@ -95,9 +94,11 @@ def target_names(model: nn.Module) -> dict[str, list[str]]:
     att = attentions(mods)
     if att:
         for tag, name in (("attention[0]", att[0]), ("attention[-1]", att[-1])):
-            parts = [f"{name}.{p}" for p in ("q", "k", "v", "proj") if f"{name}.{p}" in mods]
-            add(f"{tag}_weight", parts, "weight")
-            add(f"{tag}_bias", parts, "bias")
+            weights, biases = attention_parameters(name, mods[name])
+            for key, found in ((f"{tag}_weight", weights), (f"{tag}_bias", biases)):
+                found = [n for n in found if n in params]
+                if found:
+                    out[key] = found
     return out
 
 
@@ -178,7 +179,7 @@ class WarmUp:
                 # After the last step only activations need a forward pass.
                 if training or hooks:
                     with torch.set_grad_enabled(training):
-                        loss = F.cross_entropy(functional_call(model, {**params, **buffers}, x), y)
+                        loss = ctx.loss_of(functional_call(model, {**params, **buffers}, x), y)
                 for key, st in self.param_stats(params, received, names).items():
                     rows.setdefault(key, []).append(st)
                 if acts:

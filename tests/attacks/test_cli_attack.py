@@ -83,3 +83,36 @@ def test_generic_option_reaches_the_attack(capsys):
     assert code == 0
     assert json.loads(capsys.readouterr().out)["leaked_fraction"] > 0.5
     assert main(["attack", "imprint", "--option", "quantiles"]) == 2
+
+
+def test_saved_model_scans_with_the_printed_command(tmp_path, capsys):
+    """The README's round trip: the attack says how the client's template is built, and
+    ``scan`` with that command flags the model (not as a changed architecture)."""
+    import shlex
+
+    model_file = tmp_path / "trap.safetensors"
+    assert main(["attack", "curious", "--neurons", "300", "--save-model", str(model_file)]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("scan it as")][0]
+    argv = shlex.split(line.split(": ", 1)[1])
+    assert argv[:2] == ["gradguard", "scan"] and "--width" in argv
+    assert main([*argv[1:], "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["verified"] and "template_hint" not in out
+    assert any(f["check"] == "forensics.trap" and f["flagged"] for f in out["findings"])
+
+
+def test_out_png_name_from_an_absolute_dataset_path(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = tmp_path / "nested" / "my-images"  # given as an absolute path
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (data / cls).mkdir(parents=True)
+        for i in range(20):
+            plt.imsave(data / cls / f"{i}.png", rng.random((8, 8, 3)), vmin=0, vmax=1)
+    out = tmp_path / "out"
+    argv = ["attack", "curious", "--dataset", str(data), "--batch-size", "8", "--out", str(out)]
+    assert main(argv) == 0
+    pngs = [p.relative_to(out) for p in out.rglob("*.png")]
+    assert [str(p) for p in pngs] == ["curious_my-images_mlp_b8_e1.png"]

@@ -27,3 +27,16 @@ def test_demo_bad_flags_one_line_error(capsys):
     assert main(["demo", "--attack-rounds", "12"]) == 2
     err = capsys.readouterr().err
     assert "error" in err and "Traceback" not in err
+
+
+def test_default_attack_rounds_fit_a_shorter_demo():
+    from gradguard.cli import build_parser
+    from gradguard.cli.demo import scenario_from
+
+    def rounds(*argv):
+        return scenario_from(build_parser().parse_args(["demo", "--no-report", *argv]))
+
+    assert rounds().attack_rounds == (3, 5)
+    assert rounds("--rounds", "4").attack_rounds == (3, 4)
+    assert rounds("--rounds", "2").attack_rounds == (2,)
+    assert rounds("--rounds", "1").attack_rounds == (1,)

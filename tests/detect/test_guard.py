@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from gradguard.attacks import get_attack
@@ -58,3 +59,28 @@ def test_client_guard_callable(honest, digits):
     bad, _ = get_attack("fishing-class").manipulate(honest["convnet"], aux)
     assert fn(bad) is False
     assert [v.malicious for v in guard.history] == [False, True]
+
+
+def test_guard_takes_a_dataloader_and_the_clients_loss(honest, digits):
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from gradguard.errors import DataError
+
+    _, local, _ = digits
+    calls = []
+
+    def smoothed(logits, y):
+        calls.append(len(y))
+        return F.cross_entropy(logits, y, label_smoothing=0.1)
+
+    loader = DataLoader(TensorDataset(local.x, local.y), batch_size=50)
+    guard = Guard(template=honest["mlp"], data=loader, loss=smoothed)
+    assert len(guard.data) == len(local)
+    v = guard.check(honest["mlp"].state_dict())
+    assert guard.allows(v) and calls  # the exposure audit took its gradient of this loss
+    # data the model cannot take: an error now, not "cannot verify" at every round
+    with pytest.raises(DataError, match="cannot be trained on the local data"):
+        Guard(template=honest["mlp"], data=(torch.rand(8, 3, 32, 32), local.y[:8]))
+    with pytest.raises(DataError, match="label 10 but the model has 10 outputs"):
+        Guard(template=honest["mlp"], data=(local.x[:8], torch.full((8,), 10)))

@@ -282,3 +282,29 @@ def test_switch_that_cannot_be_read_keeps_the_guard_on(models):
     assert_abstained(reply, handler, "imprint")
     reply, handler = run_mod(guard_mod(honest, local, enabled=lambda ctx: False), imprinted)
     assert handler.calls == 1  # a client that switched its own guard off trains
+
+
+def test_users_data_and_loss_are_taken_once_at_construction(models):
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from gradguard.errors import DataError
+
+    honest, imprinted, _, local = models
+    losses = []
+
+    def loss(out, y):
+        losses.append(len(y))
+        return F.cross_entropy(out, y)
+
+    loader = DataLoader(TensorDataset(local.x, local.y), batch_size=16)
+    mod = guard_mod(honest, loader, loss=loss)
+    reply, handler = run_mod(mod, honest.state_dict())
+    assert handler.calls == 1 and not reply.has_error() and losses
+    reply, handler = run_mod(mod, imprinted)
+    assert_abstained(reply, handler, "imprint")
+    # data the client's model cannot take: an error when the mod is built, not every round
+    with pytest.raises(DataError, match="cannot be trained on the local data"):
+        guard_mod(honest, (torch.rand(8, 3, 32, 32), local.y[:8]))
+    with pytest.raises(DataError, match="cannot use a str"):
+        guard_mod(honest, "my-data-folder")

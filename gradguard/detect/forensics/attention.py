@@ -2,7 +2,9 @@
 
 Attention is disabled by zero query weights (queries become a constant bias) and keys set
 to the identity. Flags a layer whose query weights vanish next to its value weights, or
-whose key rows are mostly one-hot (one entry outweighs the rest of the row).
+whose key rows are mostly one-hot (one entry outweighs the rest of the row). Separate
+``q``/``k``/``v`` layers and PyTorch's ``nn.MultiheadAttention`` (packed ``in_proj_weight``,
+also inside ``nn.TransformerEncoderLayer``) are inspected alike.
 """
 
 from __future__ import annotations
@@ -30,15 +32,41 @@ THRESHOLDS = (
 )
 
 
+def projections(received: dict[str, torch.Tensor], layers: Layers):
+    """``(attention name, W_q, W_k, W_v)`` of every attention layer in ``received``:
+    separate ``q``/``k``/``v`` linear layers (``vit-tiny``), PyTorch's packed
+    ``in_proj_weight`` (``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``; rows
+    ``[W_q; W_k; W_v]``) and its unpacked ``q_proj_weight``/``k_proj_weight``/``v_proj_weight``.
+    """
+    for layer in layers.linear:
+        if layer.endswith(".q") or layer == "q":
+            base = layer.removesuffix("q").removesuffix(".")
+            prefix = f"{base}." if base else ""
+            yield base, *(received.get(f"{prefix}{p}.weight") for p in "qkv")
+    for key, value in received.items():
+        if key.endswith("in_proj_weight") and isinstance(value, torch.Tensor):
+            base = key.removesuffix("in_proj_weight").removesuffix(".")
+            if value.ndim == 2 and value.shape[0] % 3 == 0 and value.shape[0] > 0:
+                yield base, *value.chunk(3, dim=0)
+            else:
+                yield base, value, None, None  # not the packed shape: not inspected
+        elif key.endswith("q_proj_weight") and isinstance(value, torch.Tensor):
+            head = key.removesuffix("q_proj_weight")
+            yield (
+                head.removesuffix("."),
+                value,
+                *(received.get(f"{head}{p}_proj_weight") for p in "kv"),
+            )
+
+
 def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]) -> list[Finding]:
     findings = []
-    for layer in layers.linear:
-        if not layer.endswith(".q"):
+    for base, q, k, v in projections(received, layers):
+        if not all(
+            isinstance(x, torch.Tensor) and x.ndim == 2 and x.is_floating_point() for x in (q, k, v)
+        ):
             continue
-        base = layer.removesuffix(".q")
-        q, k, v = (received.get(f"{base}.{p}.weight") for p in "qkv")
-        if not all(isinstance(x, torch.Tensor) and x.ndim == 2 for x in (q, k, v)):
-            continue
+        base = base or "(attention)"
         reasons = []
         rel = float(q.double().norm() / v.double().norm().clamp_min(1e-300))
         if rel < ZERO_QUERY:

@@ -24,6 +24,7 @@ config's guard requests the client ignored). The last accepted model is kept in
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -339,26 +340,32 @@ def _count(ctx: Context, abstained: bool) -> None:
     ctx.state[STATE_STATS] = stats
 
 
-def _default_guard(kw: dict[str, Any], template: nn.Module, data: Dataset | None) -> Any:
+def _default_guard(
+    kw: dict[str, Any], template: nn.Module, data: Dataset | None, loss: Any = None
+) -> Any:
     from gradguard.detect import Guard, GuardConfig
 
-    return Guard(GuardConfig(**kw), template=template, data=data)
+    return Guard(GuardConfig(**kw), template=template, data=data, loss=loss)
 
 
 def guard_mod(
     template: nn.Module | TemplateFn,
-    data: Dataset | DataFn | None = None,
+    data: Any = None,
     *,
     policy: str | None = None,
     detectors: tuple[str, ...] | None = None,
     thresholds: dict[str, float] | None = None,
     enabled: Callable[[Context], bool] | None = None,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> GuardMod:
     """A Flower client mod that abstains from using a tampered global model.
 
     ``template`` is the client's own model (the architecture it expects), or a function of
     the Flower ``Context`` returning it; ``data`` a sample of the client's local data (or a
-    function of the Context), used by data-dependent detectors. ``policy``, ``detectors``
+    function of the Context), used by data-dependent detectors: a gradguard Dataset,
+    ``(x, y)`` tensors, a torch Dataset or a DataLoader, adapted once here (data the model
+    cannot take raises :class:`~gradguard.errors.DataError` here, not at every round);
+    ``loss`` the client's batch-mean loss (default cross-entropy). ``policy``, ``detectors``
     and ``thresholds`` are the client's settings; the node config overrides them per node;
     the run config may only tighten them.
     """
@@ -374,5 +381,16 @@ def guard_mod(
         if callable(template) and not isinstance(template, nn.Module)
         else (lambda ctx, t=template: t)
     )
+    if loss is not None and not callable(loss):
+        raise GradguardError(f"loss must be a function (outputs, targets) -> loss, got {loss!r}")
+    if data is not None and not callable(data):
+        from gradguard.data.adapt import as_dataset
+
+        data = as_dataset(data)
+        if isinstance(template, nn.Module):
+            from gradguard.detect.guard import check_fit
+
+            check_fit(template, data, loss)
     data_fn = data if callable(data) or data is None else (lambda ctx, d=data: d)
-    return GuardMod(template_fn, data_fn, config, enabled)
+    factory = None if loss is None else functools.partial(_default_guard, loss=loss)
+    return GuardMod(template_fn, data_fn, config, enabled, factory)

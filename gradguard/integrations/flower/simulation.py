@@ -73,7 +73,7 @@ def run_flower(
         flwr_logger.setLevel(logging.WARNING)
     try:
         with ray_session(quiet=quiet), warnings_silenced():
-            _simulate(
+            simulate(
                 server_app(
                     sc,
                     attacked=attacked,
@@ -93,18 +93,27 @@ def run_flower(
     return result
 
 
-def _simulate(server, client, clients: int, run_config: Mapping[str, Any] | None) -> None:
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
-    if run_config is None:
-        from flwr.simulation import run_simulation
+def simulate(server, client, clients: int, run_config: Mapping[str, Any] | None = None) -> None:
+    """Run a ServerApp and ``clients`` ClientApps in Flower's simulation runtime.
 
-        run_simulation(server, client, num_supernodes=clients, backend_config=backend)
-        return
-    # Flower 1.41's Python API gives clients an empty run config; its app-directory path
-    # reads one from the app's pyproject.toml, as `flwr run` does.
+    Flower 1.41 deprecates ``flwr.simulation.run_simulation`` (for ``flwr run``, which needs
+    a SuperLink); this calls the runtime it wraps, which ``flwr run``'s simulation also uses.
+    """
     from flwr.simulation.run_simulation import _run_simulation
     from flwr.supercore.telemetry import EventType
 
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
+    if run_config is None:
+        _run_simulation(
+            num_supernodes=clients,
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client,
+            server_app=server,
+            backend_config=backend,
+        )
+        return
+    # Flower 1.41's Python API gives clients an empty run config; its app-directory path
+    # reads one from the app's pyproject.toml, as `flwr run` does.
     from gradguard.integrations.flower.deployment import write_app
 
     with tempfile.TemporaryDirectory(prefix="gradguard-sim-") as folder:

@@ -1,0 +1,1 @@
+"""A Flower app guarding the client's own PyTorch model with gradguard (stock FedAvg)."""
