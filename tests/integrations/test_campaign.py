@@ -1,7 +1,8 @@
 """The malicious server in the in-process federation: guarded clients abstain and leak
 nothing; unguarded clients leak real images (matched PSNR >= 30 dB against their data)."""
 
-from gradguard.scenario import Scenario, run_inprocess
+from gradguard.bench.inprocess import run_inprocess
+from gradguard.bench.scenario import Scenario
 
 SMALL = Scenario(clients=3, rounds=4, attack_rounds=(3,))
 

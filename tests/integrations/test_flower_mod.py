@@ -152,7 +152,8 @@ def test_a_disarming_run_config_still_abstains_on_an_imprint_model(models, run_c
 @pytest.fixture(scope="module")
 def shipped():
     """(scenario, imprint of its initial model) for ``apps:client``."""
-    from gradguard.scenario import Scenario, build
+    from gradguard.bench.scenario import Scenario
+    from gradguard.bench.setup import build
 
     sc = Scenario(clients=2, rounds=2, train_limit=600, aux_size=64)
     setup = build(sc)

@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("flwr", reason="needs the flower extra")
 pytest.importorskip("ray", reason="needs flwr[simulation]")
 
+from gradguard.bench.scenario import Scenario  # noqa: E402
 from gradguard.detect.thresholds import DEFAULTS  # noqa: E402
-from gradguard.scenario import Scenario  # noqa: E402
 
 DISARM = {
     "guard-policy": "warn",
