@@ -283,3 +283,39 @@ def test_switch_that_cannot_be_read_keeps_the_guard_on(models):
     assert_abstained(reply, handler, "imprint")
     reply, handler = run_mod(guard_mod(honest, local, enabled=lambda ctx: False), imprinted)
     assert handler.calls == 1  # a client that switched its own guard off trains
+
+
+def test_the_verdict_crosses_the_wire_as_a_record(models):
+    from gradguard.integrations.flower.verdict import VERDICT_KEY, from_reason
+
+    honest, imprinted, _, local = models
+    mod = guard_mod(honest, local)
+    reply, _ = run_mod(mod, honest.state_dict())
+    record = reply.content.config_records[VERDICT_KEY]
+    assert record["flagged"] is False and record["allowed"] is True and record["verified"]
+    assert record["batch"] > 0 and record["exposed"] >= 0  # the leakage audit ran
+    reply, handler = run_mod(mod, imprinted)
+    assert_abstained(reply, handler)
+    fields = from_reason(reply.error.reason)
+    assert fields["flagged"] is True and fields["allowed"] is False
+    assert "imprint" in fields["summary"] and fields["score"] > 0
+
+
+def test_warn_trains_on_a_flagged_model_that_never_becomes_the_reference(models):
+    """The one rule of :class:`gradguard.fl.guarded.ClientGuard`, kept in Context.state."""
+    from gradguard.integrations.flower.mod import STATE_PREVIOUS, arrays_to_state
+    from gradguard.integrations.flower.verdict import VERDICT_KEY
+
+    honest, imprinted, _, local = models
+    mod = guard_mod(honest, local, policy="warn")
+    ctx = context()
+    handler = Handler()
+    reply = mod(message(honest.state_dict()), ctx, handler)
+    assert not reply.has_error()
+    reference = arrays_to_state(ctx.state[STATE_PREVIOUS])
+    assert all(torch.equal(reference[k], v) for k, v in honest.state_dict().items())
+    reply = mod(message(imprinted), ctx, handler)
+    assert handler.calls == 2 and not reply.has_error()  # warn: the client trains on it
+    assert reply.content.config_records[VERDICT_KEY]["flagged"] is True
+    kept = arrays_to_state(ctx.state[STATE_PREVIOUS])
+    assert all(torch.equal(kept[k], v) for k, v in reference.items())

@@ -1,5 +1,5 @@
-"""The malicious server in the in-process federation: guarded clients abstain and leak
-nothing; unguarded clients leak real images (matched PSNR >= 30 dB against their data)."""
+"""The in-process engine: guarded clients abstain and leak nothing; unguarded clients leak
+real images (matched PSNR >= 30 dB against their data)."""
 
 from gradguard.bench.inprocess import run_inprocess
 from gradguard.bench.scenario import Scenario
@@ -25,11 +25,12 @@ def test_guarded_clients_abstain_and_unguarded_leak():
     assert result.final_accuracy > 0.5
 
 
-def test_run_config_round_trip():
-    sc = Scenario(
-        targets=(0, 2),
-        attack_options=(("bins", 256),),
-        guard_thresholds=(("forensics.cosine", 0.99),),
-        steps=3,
-    )
-    assert Scenario.from_run_config(sc.to_run_config()) == sc
+def test_per_client_attack_recovers_the_target_from_the_round_sum():
+    """Model inconsistency in a federation: the server reads the target's images from the
+    round's summed update; every other client trained on zeroed layers."""
+    sc = Scenario(clients=3, rounds=2, attack="inconsistency", attack_rounds=(1,), epochs=1)
+    result = run_inprocess(sc, guarded=False, attacked=True)
+    first = result.rounds[0]
+    assert first.targeted == [0, 1, 2]
+    assert [leak.client_id for leak in first.leaks] == [0]
+    assert first.leaks[0].leaked > 0
