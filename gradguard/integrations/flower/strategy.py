@@ -201,12 +201,16 @@ def _verdict(pid: int, fields: Fields) -> VerdictRecord:
         except (TypeError, ValueError):
             return math.nan
 
+    summary = str(fields.get("summary", ""))
+    ignored = number("ignored")
+    if ignored > 0:
+        summary += f"; ignored {ignored:g} run-config guard requests"
     return VerdictRecord(
         pid,
         bool(fields.get("flagged", True)),
         bool(fields.get("allowed", False)),
         number("score"),
-        str(fields.get("summary", "")),
+        summary,
         number("elapsed-s"),
     )
 
