@@ -16,6 +16,7 @@ def test_every_registered_attack_declares_the_contract():
     assert [n for n in ATTACKS if attack_class(n).takes_batch_size] == [
         "curious",
         "fishing-feature",
+        "inconsistency",  # hands it to its inner attack
     ]
 
 

@@ -50,12 +50,14 @@ def zero_last_layers(model: nn.Module, layers: int) -> nn.Module:
 class ModelInconsistency(ServerAttack):
     """The target (client id ``target``) gets ``inner``'s model, everyone else zeroed layers.
 
-    ``bins`` is handed to an inner attack that takes it (imprint).
+    ``bins`` is handed to an inner attack that takes it (imprint), the client's
+    ``batch_size`` to one that declares ``takes_batch_size`` (curious).
     """
 
     name = "inconsistency"
     per_client = True
     secure_sum = True
+    takes_batch_size = True
     threat_model = ThreatModel(
         changes_architecture=False,
         protocols=("fedsgd", "fedavg"),
@@ -65,14 +67,21 @@ class ModelInconsistency(ServerAttack):
     )
 
     def __init__(
-        self, inner: str = "imprint", target: int = 0, zeroed_layers: int = 2, bins: int = 256
+        self,
+        inner: str = "imprint",
+        target: int = 0,
+        zeroed_layers: int = 2,
+        bins: int = 256,
+        batch_size: int = 64,
     ) -> None:
         if inner == self.name:
             raise GradguardError("the inner attack of inconsistency cannot be inconsistency")
         if zeroed_layers < 1:
             raise GradguardError(f"zeroed_layers must be at least 1, got {zeroed_layers}")
         takes_bins = "bins" in inspect.signature(attack_class(inner)).parameters
-        self.inner = get_attack(inner, **({"bins": bins} if takes_bins else {}))
+        self.inner = get_attack(
+            inner, batch_size=batch_size, **({"bins": bins} if takes_bins else {})
+        )
         if self.inner.per_client or self.inner.secure_sum:
             raise GradguardError(f"inner attack {inner!r} must be a one-model attack")
         self.target, self.zeroed_layers = int(target), int(zeroed_layers)
