@@ -20,11 +20,20 @@ from gradguard.fl.guarded import ClientGuard
 
 
 class CampaignServer(ServerHook):
-    """The federation's server hook: sends the campaign's models, hands it the updates."""
+    """The federation's server hook: sends the campaign's models, hands it what the server
+    receives: each update, or under secure aggregation only the round's weighted mean delta
+    (``examples``: the clients' example counts; ``lr``: their learning rate)."""
 
-    def __init__(self, campaign: Campaign, clients: list[int]) -> None:
+    def __init__(
+        self,
+        campaign: Campaign,
+        clients: list[int],
+        examples: int = 1,
+        lr: float = 1.0,
+    ) -> None:
         self.campaign = campaign
         self.clients = clients
+        self.examples, self.lr = examples, lr
         self._models: tuple[int, dict[int, nn.Module]] | None = None
 
     def model_for(self, rnd: int, client_id: int, global_model: nn.Module) -> nn.Module:
@@ -42,6 +51,9 @@ class CampaignServer(ServerHook):
     ) -> None:
         if updates is not None:
             self.campaign.recover(rnd, updates={u.client_id: u for u in updates})
+        elif aggregate_delta is not None:
+            aggregate = Update(aggregate_delta, self.examples, 1, self.lr, "delta")
+            self.campaign.recover(rnd, aggregate=aggregate)
 
 
 def verdict_record(client_id: int, check: ClientGuard) -> VerdictRecord:
@@ -83,7 +95,9 @@ def run_inprocess(
             truth={i: p.x for i, p in enumerate(setup.parts)},
             threshold_db=sc.threshold_db,
         )
-        hook = CampaignServer(campaign, list(range(sc.clients)))
+        hook = CampaignServer(
+            campaign, list(range(sc.clients)), sum(len(p) for p in setup.parts), sc.lr
+        )
     config = FederationConfig(rounds=sc.rounds, training=sc.training, seed=sc.seed)
     fed = Federation(setup.model, clients, setup.test, config, hook)
     reports: list[RoundReport] = []

@@ -34,3 +34,31 @@ def test_per_client_attack_recovers_the_target_from_the_round_sum():
     assert first.targeted == [0, 1, 2]
     assert [leak.client_id for leak in first.leaks] == [0]
     assert first.leaks[0].leaked > 0
+
+
+def test_under_secure_aggregation_the_campaign_reads_the_aggregate():
+    """The federation's own secure sum (pairwise masks): the server sees one aggregate, and
+    the inconsistency campaign reads the target's images from it."""
+    from gradguard.attacks import get_attack
+    from gradguard.bench.campaign import Campaign
+    from gradguard.bench.inprocess import CampaignServer
+    from gradguard.bench.setup import build
+    from gradguard.fl import Client, Federation, FederationConfig, LocalTraining
+
+    sc = Scenario(clients=3, train_limit=600, aux_size=64)
+    setup = build(sc)
+    parts = [p.subset(range(16)) for p in setup.parts]
+    training = LocalTraining(batch_size=16, lr=0.05, fedsgd=True)
+    campaign = Campaign(
+        get_attack("inconsistency", target=2),
+        (1,),
+        None,
+        setup.aux,
+        {i: p.x for i, p in enumerate(parts)},
+    )
+    hook = CampaignServer(campaign, [0, 1, 2], examples=48, lr=0.05)
+    clients = [Client(i, p, training) for i, p in enumerate(parts)]
+    config = FederationConfig(rounds=1, training=training, secure_aggregation=True)
+    Federation(setup.model, clients, setup.test, config, hook).run(progress=False)
+    (leak,) = campaign.leaks[1]
+    assert leak.client_id == 2 and leak.leaked >= 8
