@@ -4,7 +4,7 @@
     python benchmarks/attacks.py --quick    # fewer rows, 1 seed, short inversions
 
 Writes ``benchmarks/results/attacks.json``, ``attacks.md`` and ``attacks_grid.png``. Every
-number is a fresh run of :func:`gradguard.attacks.run.run_attack` (one client round
+number is a fresh run of :func:`gradguard.bench.attack_round.run_attack` (one client round
 against the manipulated model, reconstruction matched to the true batch). Timings are
 wall-clock on a shared CPU and noisy.
 """
@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gradguard.attacks.run import AttackResult, run_attack  # noqa: E402
+from gradguard.bench.attack_round import AttackResult, run_attack  # noqa: E402
 from gradguard.data.idx import system_dir  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

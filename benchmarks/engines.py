@@ -26,7 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gradguard.scenario import Scenario, run_inprocess  # noqa: E402
+from gradguard.bench.inprocess import run_inprocess  # noqa: E402
+from gradguard.bench.scenario import Scenario  # noqa: E402
 
 PLAN = (("attack-free", False, False), ("unguarded", False, True), ("guarded", True, True))
 

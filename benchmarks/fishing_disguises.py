@@ -2,7 +2,7 @@
 
 For each fishing attack, each dial of its ``dials`` (one at a time, the others at the
 textbook value), and its ``adaptive`` combination: one attacked FedSGD round
-(:func:`gradguard.attacks.run.run_attack`) scored by the best matched PSNR / SSIM of the
+(:func:`gradguard.bench.attack_round.run_attack`) scored by the best matched PSNR / SSIM of the
 inverted images against the client's batch, next to the same inversion (same images, label,
 settings) of the honest model's gradient on the same batch; then every detector on the
 manipulated model, each run on its own (as ``gradguard scan FILE --detectors NAME`` would),
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from gradguard.attacks import attack_class
 from gradguard.attacks.inversion.inverting import invert
-from gradguard.attacks.run import build_attack, run_attack
+from gradguard.bench.attack_round import run_attack
 from gradguard.data import Dataset, train_test
 from gradguard.detect import DETECTORS, Guard, GuardConfig, get_detector
 from gradguard.fl import LocalTraining, local_update
@@ -35,7 +36,7 @@ ATTACKS = ("fishing-class", "fishing-feature")
 
 
 def variants(name: str, only_adaptive: bool, last_only: bool) -> list[tuple[str, dict]]:
-    klass = type(build_attack(name, 64))
+    klass = attack_class(name)
     out = [("textbook", {})]
     if not only_adaptive:
         for dial, values in klass.dials.items():

@@ -5,7 +5,7 @@ each next to the same inversion run on the *unmanipulated* batch gradient (what 
 server gets with the same budget) and a random image (the floor). PSNR is matched to the
 true batch (Hungarian, :func:`gradguard.metrics.match`): ``best`` is the best matched image,
 ``mean`` the mean over the reconstructed images. The client's batch is drawn as in
-:func:`gradguard.attacks.run.run_attack` (same seed, same permutation).
+:func:`gradguard.bench.attack_round.run_attack` (same seed, same permutation).
 
     python benchmarks/inversion.py [--quick] [--seeds 2]
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from gradguard.scenario import RoundReport, RunResult, Scenario
+from gradguard.bench.records import RoundReport, RunResult
+from gradguard.bench.scenario import Scenario
 
 LABELS = {"attack-free": "attack-free", "unguarded": "unguarded", "guarded": "guarded"}
 COLORS = {"attack-free": "#4c72b0", "unguarded": "#c44e52", "guarded": "#55a868"}

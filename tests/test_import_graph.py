@@ -14,14 +14,6 @@ from pathlib import Path
 
 import gradguard
 
-# The scenario <-> campaign cycle the bench package (issue 13, the "bench" helper) removes:
-# scenario.run_inprocess imports MaliciousServer function-locally, campaign imports the
-# scenario's leak scoring. The only edge allowed to close a cycle; delete this set when that
-# work is merged (the test fails on an entry that no longer exists).
-KNOWN_BENCH_CYCLES: set[tuple[str, str]] = {
-    ("gradguard.scenario", "gradguard.attacks.server.campaign")
-}
-
 
 def modules(root: Path, package: str) -> dict[str, Path]:
     """Dotted module name -> file, for every ``.py`` file under ``root`` (package ``package``)."""
@@ -121,10 +113,6 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_package_has_no_import_cycles():
     edges = graph(Path(gradguard.__file__).parent, "gradguard")
-    stale = [e for e in KNOWN_BENCH_CYCLES if e[1] not in edges.get(e[0], set())]
-    assert not stale, f"delete these from KNOWN_BENCH_CYCLES: {stale}"
-    for a, b in KNOWN_BENCH_CYCLES:
-        edges[a] = edges[a] - {b}
     found = cycles(edges)
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 

@@ -5,8 +5,9 @@ import subprocess
 
 import pytest
 
+from gradguard.bench.inprocess import run_inprocess
+from gradguard.bench.scenario import Scenario
 from gradguard.report import write_report
-from gradguard.scenario import Scenario, run_inprocess
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -1,12 +1,14 @@
 """Attacks on FL privacy: malicious-server manipulations, malicious clients, inversion.
 
-``get_attack(name, **options)`` builds an attack from the registry below; each entry is
-``"module:Class"`` so that an attack is one file plus one line here.
+``get_attack(name, batch_size=None, **options)`` builds an attack from the registry below;
+each entry is ``"module:Class"`` so that an attack is one file plus one line here. What an
+attack needs is declared on its class (:class:`~gradguard.attacks.base.ServerAttack`).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from gradguard.attacks.base import Reconstruction, ServerAttack, ThreatModel
@@ -18,17 +20,35 @@ ATTACKS: dict[str, str] = {
     "curious": "gradguard.attacks.server.curious:Curious",
     "fishing-class": "gradguard.attacks.server.fishing:ClassFishing",
     "fishing-feature": "gradguard.attacks.server.fishing:FeatureFishing",
+    "inconsistency": "gradguard.attacks.server.inconsistency:ModelInconsistency",
     "dlg": "gradguard.attacks.inversion.dlg:DLG",
     "idlg": "gradguard.attacks.inversion.dlg:IDLG",
     "inverting-gradients": "gradguard.attacks.inversion.inverting:InvertingGradients",
 }
 
 
-def get_attack(name: str, **options: Any) -> ServerAttack:
+def attack_class(name: str) -> type[ServerAttack]:
+    """The registered class of attack ``name`` (the one registry lookup)."""
     if name not in ATTACKS:
         raise GradguardError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
     module, cls = ATTACKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["ATTACKS", "Reconstruction", "ServerAttack", "ThreatModel", "get_attack"]
+def get_attack(name: str, batch_size: int | None = None, **options: Any) -> ServerAttack:
+    """Attack ``name`` with ``options`` (its constructor arguments); an attack that declares
+    ``takes_batch_size`` gets ``batch_size`` unless an option sets it."""
+    klass = attack_class(name)
+    options = {k.replace("-", "_"): v for k, v in options.items()}
+    params = [p for p in inspect.signature(klass).parameters if p != "self"]
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        raise GradguardError(
+            f"attack {name!r} has no option {unknown[0]!r}; valid: {', '.join(params) or 'none'}"
+        )
+    if klass.takes_batch_size and batch_size is not None:
+        options.setdefault("batch_size", batch_size)
+    return klass(**options)
+
+
+__all__ = ["ATTACKS", "Reconstruction", "ServerAttack", "ThreatModel", "attack_class", "get_attack"]

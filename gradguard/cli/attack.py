@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from gradguard.attacks import ATTACKS
-from gradguard.options import OptionError, parse_pair
+from gradguard.bench import attack_round
 
 WIDTH_OPTIONS = ("bins", "neurons")  # options that set a layer's width
 MAX_WIDTH = 65536
@@ -26,18 +25,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--norm", default=None, help="norm layers for resnet models")
     parser.add_argument("--batch-size", type=int, default=64, help="client batch (default 64)")
     parser.add_argument(
-        "--bins", type=int, default=None, help="imprint bins (first linear layer width)"
-    )
-    parser.add_argument("--neurons", type=int, default=None, help="curious trap rows")
-    parser.add_argument(
-        "--measurement", default=None, help="imprint measurement: brightness, random or dct"
+        "--clients",
+        type=int,
+        default=1,
+        help="clients in the round, each with its own batch (default 1)",
     )
     parser.add_argument(
         "--option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other attack option, e.g. --option iterations=300 (repeatable)",
+        help="an attack option, e.g. --option bins=256 or --option iterations=300 (repeatable)",
+    )
+    parser.add_argument("--bins", type=int, default=None, help="shorthand for --option bins=N")
+    parser.add_argument(
+        "--neurons", type=int, default=None, help="shorthand for --option neurons=N"
+    )
+    parser.add_argument(
+        "--measurement", default=None, help="shorthand for --option measurement=NAME"
     )
     parser.add_argument(
         "--local-steps",
@@ -72,13 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gradguard.attacks.run import run_attack
     from gradguard.cli import check_number, check_output_dir, check_output_file, usage_error
 
     if args.name not in ATTACKS:
         raise usage_error(f"unknown attack {args.name!r}; valid: {', '.join(ATTACKS)}")
     for flag, value in (
         ("--batch-size", args.batch_size),
+        ("--clients", args.clients),
         ("--bins", args.bins),
         ("--neurons", args.neurons),
         ("--local-steps", args.local_steps),
@@ -88,26 +93,8 @@ def run(args: argparse.Namespace) -> int:
     check_number("--psnr-threshold", args.psnr_threshold)
     check_output_file("--save-model", args.save_model)
     check_output_dir("--out", args.out)
-    options = {
-        k: v
-        for k, v in (
-            ("bins", args.bins),
-            ("neurons", args.neurons),
-            ("measurement", args.measurement),
-        )
-        if v is not None
-    }
-    for item in args.option:
-        try:
-            key, value = parse_pair(item)
-        except OptionError:
-            raise usage_error(f"--option wants KEY=VALUE, got {item!r}") from None
-        options[key.replace("-", "_")] = value
-    for key in WIDTH_OPTIONS:  # each one widens a layer: a huge value is a huge allocation
-        if isinstance(options.get(key), int) and not 1 <= options[key] <= MAX_WIDTH:
-            raise usage_error(f"{key} must be between 1 and {MAX_WIDTH} (got {options[key]})")
-    _check_options(args.name, args.batch_size, options)
-    result = run_attack(
+    options = attack_options(args)
+    result = attack_round.run_attack(
         args.name,
         dataset=args.dataset,
         model=args.model,
@@ -117,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         psnr_threshold=args.psnr_threshold,
+        clients=args.clients,
         **options,
     )
     summary = result.summary()
@@ -154,10 +142,12 @@ def run(args: argparse.Namespace) -> int:
         if scan_hint:
             print(f"scan it as the client would: {scan_hint}", file=sys.stderr)
     else:
+        leaked = sum(k.leaked for k in result.leaks)
+        clients = f"{args.clients} clients x " if args.clients > 1 else ""
         print(
-            f"{args.name} on {args.model}/{args.dataset}, batch {args.batch_size}, "
+            f"{args.name} on {args.model}/{args.dataset}, {clients}batch {args.batch_size}, "
             f"{'FedSGD' if args.local_steps == 1 else f'FedAvg {args.local_steps} steps'}: "
-            f"leaked {result.match.leaked(args.psnr_threshold)}/{args.batch_size} "
+            f"leaked {leaked}/{args.clients * args.batch_size} "
             f"({result.leaked_fraction:.1%}) at >= {args.psnr_threshold:g} dB; "
             f"PSNR {result.psnr_mean:.1f} dB, SSIM {result.ssim_mean:.3f} (matched pairs), "
             f"{result.seconds:.2f} s"
@@ -180,10 +170,9 @@ def _scan_command(args: argparse.Namespace, options: dict, path: Path) -> str:
     (the attack widens the first layer: the client's model has that width)."""
     import shlex
 
-    from gradguard.attacks.run import build_attack
+    from gradguard.attacks import get_attack
 
-    attack = build_attack(args.name, args.batch_size, **dict(options))
-    kwargs = attack.model_kwargs(args.model) if hasattr(attack, "model_kwargs") else {}
+    kwargs = get_attack(args.name, batch_size=args.batch_size, **options).model_kwargs(args.model)
     parts = ["gradguard", "scan", str(path), "--model", args.model]
     if args.norm:
         parts += ["--norm", args.norm]
@@ -194,47 +183,30 @@ def _scan_command(args: argparse.Namespace, options: dict, path: Path) -> str:
     return shlex.join(parts)
 
 
-def _check_options(name: str, batch_size: int, options: dict) -> None:
-    """Each option must exist and have its default's type (int, float, bool or str), and the
-    attack must accept them: checked before any work starts."""
-    import inspect
-
-    from gradguard.attacks.run import build_attack
+def attack_options(args: argparse.Namespace) -> dict:
+    """The attack's options from ``--option KEY=VALUE`` (and its shorthands), each checked
+    against the attack's constructor before any work starts."""
+    from gradguard.attacks import attack_class, get_attack
+    from gradguard.attacks.base import check_options
     from gradguard.cli import usage_error
     from gradguard.errors import GradguardError
+    from gradguard.options import parse_pairs
 
-    module, cls = ATTACKS[name].split(":")
-    import importlib
-
-    params = inspect.signature(getattr(importlib.import_module(module), cls)).parameters
-    for key, value in options.items():
-        if key not in params:
-            valid = ", ".join(p for p in params if p != "self") or "none"
-            raise usage_error(f"attack {name!r} has no option {key!r}; valid: {valid}")
-        default = params[key].default
-        kind = type(default)
-        if default is None or default is inspect.Parameter.empty:
-            continue
-        ok = (
-            isinstance(value, bool)
-            if kind is bool
-            else isinstance(value, int) and not isinstance(value, bool)
-            if kind is int
-            else isinstance(value, (int, float)) and not isinstance(value, bool)
-            if kind is float
-            else isinstance(value, kind)
-            if kind is str
-            else True
-        )
-        if not ok:
-            raise usage_error(
-                f"--option {key}={value!r}: expected {kind.__name__} (default {default!r})"
-            )
-        if kind in (int, float) and not math.isfinite(value):
-            raise usage_error(f"--option {key}={value!r}: expected a finite number")
+    shorthands = (("bins", args.bins), ("neurons", args.neurons), ("measurement", args.measurement))
+    options = {k: v for k, v in shorthands if v is not None}
     try:
-        build_attack(name, batch_size, **dict(options))
+        parsed = parse_pairs(args.option)
     except GradguardError as e:
-        raise usage_error(str(e)) from None
+        raise usage_error(f"--option: {e}") from None
+    options.update({k.replace("-", "_"): v for k, v in parsed.items()})
+    for key in WIDTH_OPTIONS:  # each one widens a layer: a huge value is a huge allocation
+        if isinstance(options.get(key), int) and not 1 <= options[key] <= MAX_WIDTH:
+            raise usage_error(f"{key} must be between 1 and {MAX_WIDTH} (got {options[key]})")
+    try:
+        check_options(args.name, attack_class(args.name), options)
+        get_attack(args.name, batch_size=args.batch_size, **dict(options))
+    except GradguardError as e:
+        raise usage_error(f"--{e}" if str(e).startswith("option ") else str(e)) from None
     except (TypeError, ValueError, AssertionError) as e:
-        raise usage_error(f"attack {name!r} refuses its options: {e}") from None
+        raise usage_error(f"attack {args.name!r} refuses its options: {e}") from None
+    return options

@@ -15,15 +15,15 @@ import sys
 import time
 from typing import Any
 
-from gradguard.errors import GradguardError
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from gradguard.bench.engines import ENGINES
+
     p.add_argument(
         "--engine",
-        choices=("inprocess", "flower"),
+        choices=tuple(ENGINES),
         default="inprocess",
-        help="in-process simulation (default) or Flower's simulation engine",
+        help="inprocess (default), flower (Flower's simulation engine), flower-deployment",
     )
     p.add_argument("--dataset", default="digits", help="digits (embedded), fashion-mnist, ...")
     p.add_argument("--model", default="mlp", help="model of the federation (default mlp)")
@@ -53,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def scenario_from(args: argparse.Namespace):
+    from gradguard.bench.scenario import Scenario
     from gradguard.cli import check_output_dir, usage_error
-    from gradguard.scenario import Scenario
 
     try:
         spec = args.attack_rounds
@@ -110,29 +110,18 @@ def scenario_from(args: argparse.Namespace):
 
 def run_all(sc, engine: str, progress: bool = True) -> dict[str, Any]:
     """The three runs on ``engine``; returns ``{"attack-free", "unguarded", "guarded"}``."""
-    from gradguard.scenario import build, make_attack
+    from gradguard.bench.engines import engine_session, get_engine
+    from gradguard.bench.setup import build, make_attack
 
     make_attack(sc)  # fail early on an unknown attack name
     build(sc)  # ... and on unknown data or model
+    run = get_engine(engine)  # ... and on an engine that cannot be loaded
     plan = (("attack-free", False, False), ("unguarded", False, True), ("guarded", True, True))
     runs = {}
-    if engine == "inprocess":
-        from gradguard.scenario import run_inprocess
-
+    with engine_session(engine):
         for name, guarded, attacked in plan:
-            _status(progress, f"running the {name} federation (in-process)")
-            runs[name] = run_inprocess(sc, guarded=guarded, attacked=attacked, progress=progress)
-        return runs
-    try:
-        from gradguard.integrations.flower.simulation import ray_session, run_flower
-    except ImportError as e:
-        raise GradguardError(
-            f"--engine flower needs the flower extra (pip install 'gradguard[flower]'): {e}"
-        ) from None
-    with ray_session():
-        for name, guarded, attacked in plan:
-            _status(progress, f"running the {name} federation (Flower simulation engine)")
-            runs[name] = run_flower(sc, guarded=guarded, attacked=attacked)
+            _status(progress, f"running the {name} federation ({engine})")
+            runs[name] = run(sc, guarded=guarded, attacked=attacked, progress=progress)
     return runs
 
 

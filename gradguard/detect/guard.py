@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -111,7 +111,6 @@ class Guard:
         # a received state may hold at most this many bytes (the client's model's, x2)
         self.max_bytes = LIMIT_FACTOR * state_bytes(template) + 65536
         self.max_entries = max_entries(template)
-        self.accepted: dict[str, torch.Tensor] | None = None
         self.history: list[Verdict] = []
 
     def check(
@@ -140,7 +139,7 @@ class Guard:
         ctx = Context(
             self.template,
             self.data,
-            previous if previous is not None else self.accepted,
+            previous,
             peaks,
             self.loss,
         )
@@ -231,27 +230,6 @@ class Guard:
         if not verdict.verified:
             return False
         return True if self.config.policy == "warn" else not verdict.malicious
-
-    def client_guard(self) -> Callable[[nn.Module], bool]:
-        """``guard(model) -> bool`` for :class:`gradguard.fl.Client`; records verdicts."""
-
-        def guard(model: nn.Module) -> bool:
-            try:
-                state = {k: v.detach() for k, v in model.state_dict().items()}
-            except Exception as e:  # noqa: BLE001
-                self.history.append(
-                    unverifiable(
-                        "guard", f"unreadable model: {e}", time.perf_counter(), check=UNVERIFIABLE
-                    )
-                )
-                return False
-            verdict = self.check(state)
-            ok = self.allows(verdict)
-            if ok and not verdict.malicious:
-                self.accepted = {k: v.clone() for k, v in state.items()}
-            return ok
-
-        return guard
 
 
 def check_fit(template: nn.Module, data: Dataset, loss: LossFn | None) -> None:

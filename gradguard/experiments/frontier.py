@@ -162,7 +162,7 @@ def run_point(
     data_samples: int = 1000,
 ) -> dict[str, Any]:
     """One attacked round at one dial setting, scored, and every detector on the model."""
-    from gradguard.attacks.run import run_attack
+    from gradguard.bench.attack_round import run_attack
 
     result = run_attack(
         fam.attack,

@@ -18,10 +18,10 @@ from torch import nn
 
 from gradguard.data import Dataset
 from gradguard.errors import GradguardError
-from gradguard.fl import secure
 from gradguard.fl.aggregate import AGGREGATORS, aggregate, finite_rows
 from gradguard.fl.client import Client, LocalTraining
 from gradguard.fl.dp import ClientDP
+from gradguard.fl.secure import secure_sum
 from gradguard.fl.update import Update, float_state, unflatten
 from gradguard.metrics import accuracy
 
@@ -243,9 +243,7 @@ class Federation:
         if self.config.secure_aggregation:
             ids = [u.client_id for u in updates]
             weighted = [(w * v.double()) for w, v in zip(weights, vectors, strict=True)]
-            flat = (
-                secure.secure_sum(weighted, ids, self.config.seed).double() / weights.sum()
-            ).float()
+            flat = (secure_sum(weighted, ids, self.config.seed).double() / weights.sum()).float()
         else:
             flat = aggregate(
                 self.config.aggregator, torch.stack(vectors), weights.float(), self.config.byzantine

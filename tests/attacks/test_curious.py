@@ -1,4 +1,4 @@
-from gradguard.attacks.run import run_attack
+from gradguard.bench.attack_round import run_attack
 
 
 def test_curious_mlp_digits_leaks_exact_images():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from gradguard.attacks.inversion.analytic import invert_bins
-from gradguard.attacks.run import run_attack
 from gradguard.attacks.server.curious import Curious
 from gradguard.attacks.server.imprint import Imprint
+from gradguard.bench.attack_round import run_attack
 from gradguard.data import train_test
 from gradguard.detect import Guard, GuardConfig
 from gradguard.detect.filters import transmit_ratio

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from gradguard.attacks.inversion.analytic import invert_bins
-from gradguard.attacks.run import run_attack
 from gradguard.attacks.server.imprint import bin_thresholds, measurement_vector
+from gradguard.bench.attack_round import run_attack
 from gradguard.errors import GradguardError
 
 

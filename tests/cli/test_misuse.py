@@ -59,7 +59,7 @@ def _cases(tmp_path, blocked):
 
 
 def test_every_misuse_is_one_line_and_exit_2(tmp_path, blocked, capsys, monkeypatch):
-    import gradguard.attacks.run as attack_run
+    import gradguard.bench.attack_round as attack_run
     import gradguard.cli.demo as demo_cli
     import gradguard.fl.simulation as simulation
 

@@ -181,8 +181,8 @@ def test_guard_names_the_exposure_after_a_cheaper_detector_flags(honest, imprint
 def test_head_collapse_separates_fishing_heads_from_honest_ones():
     """Fishing must silence wrong samples, so the centred head keeps few directions; an
     honest head keeps its C - 1 (measured: honest <= 0.17, adaptive fishing >= 0.52)."""
-    from gradguard.attacks.run import run_attack
     from gradguard.attacks.server.fishing import ClassFishing, FeatureFishing
+    from gradguard.bench.attack_round import run_attack
     from gradguard.detect.exposure import head_collapse
 
     for name, cls in (("fishing-class", ClassFishing), ("fishing-feature", FeatureFishing)):

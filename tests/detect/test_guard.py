@@ -52,9 +52,11 @@ def test_guard_fails_closed_on_garbage(honest):
 
 
 def test_client_guard_callable(honest, digits):
+    from gradguard.fl.guarded import ClientGuard
+
     _, local, aux = digits
     guard = Guard(GuardConfig(detectors=STATIC), template=honest["convnet"], data=local)
-    fn = guard.client_guard()
+    fn = ClientGuard(guard)
     assert fn(honest["convnet"]) is True
     bad, _ = get_attack("fishing-class").manipulate(honest["convnet"], aux)
     assert fn(bad) is False

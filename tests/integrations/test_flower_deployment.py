@@ -22,10 +22,10 @@ import pytest
 
 pytest.importorskip("flwr", reason="needs the flower extra")
 
+from gradguard.bench.scenario import Scenario  # noqa: E402
 from gradguard.detect.thresholds import DEFAULTS  # noqa: E402
 from gradguard.errors import GradguardError  # noqa: E402
 from gradguard.integrations.flower import reaper  # noqa: E402
-from gradguard.scenario import Scenario  # noqa: E402
 
 pytestmark = [pytest.mark.flower, pytest.mark.slow]
 
@@ -115,7 +115,7 @@ PARENT = """
 import sys
 from pathlib import Path
 from gradguard.integrations.flower.deployment import LocalDeployment
-from gradguard.scenario import Scenario
+from gradguard.bench.scenario import Scenario
 
 work = Path(sys.argv[1])
 with LocalDeployment(2, workdir=work, guarded=False) as d:

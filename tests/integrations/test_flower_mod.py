@@ -152,7 +152,8 @@ def test_a_disarming_run_config_still_abstains_on_an_imprint_model(models, run_c
 @pytest.fixture(scope="module")
 def shipped():
     """(scenario, imprint of its initial model) for ``apps:client``."""
-    from gradguard.scenario import Scenario, build
+    from gradguard.bench.scenario import Scenario
+    from gradguard.bench.setup import build
 
     sc = Scenario(clients=2, rounds=2, train_limit=600, aux_size=64)
     setup = build(sc)
@@ -308,3 +309,39 @@ def test_users_data_and_loss_are_taken_once_at_construction(models):
         guard_mod(honest, (torch.rand(8, 3, 32, 32), local.y[:8]))
     with pytest.raises(DataError, match="cannot use a str"):
         guard_mod(honest, "my-data-folder")
+
+
+def test_the_verdict_crosses_the_wire_as_a_record(models):
+    from gradguard.integrations.flower.verdict import VERDICT_KEY, from_reason
+
+    honest, imprinted, _, local = models
+    mod = guard_mod(honest, local)
+    reply, _ = run_mod(mod, honest.state_dict())
+    record = reply.content.config_records[VERDICT_KEY]
+    assert record["flagged"] is False and record["allowed"] is True and record["verified"]
+    assert record["batch"] > 0 and record["exposed"] >= 0  # the leakage audit ran
+    reply, handler = run_mod(mod, imprinted)
+    assert_abstained(reply, handler)
+    fields = from_reason(reply.error.reason)
+    assert fields["flagged"] is True and fields["allowed"] is False
+    assert "imprint" in fields["summary"] and fields["score"] > 0
+
+
+def test_warn_trains_on_a_flagged_model_that_never_becomes_the_reference(models):
+    """The one rule of :class:`gradguard.fl.guarded.ClientGuard`, kept in Context.state."""
+    from gradguard.integrations.flower.mod import STATE_PREVIOUS, arrays_to_state
+    from gradguard.integrations.flower.verdict import VERDICT_KEY
+
+    honest, imprinted, _, local = models
+    mod = guard_mod(honest, local, policy="warn")
+    ctx = context()
+    handler = Handler()
+    reply = mod(message(honest.state_dict()), ctx, handler)
+    assert not reply.has_error()
+    reference = arrays_to_state(ctx.state[STATE_PREVIOUS])
+    assert all(torch.equal(reference[k], v) for k, v in honest.state_dict().items())
+    reply = mod(message(imprinted), ctx, handler)
+    assert handler.calls == 2 and not reply.has_error()  # warn: the client trains on it
+    assert reply.content.config_records[VERDICT_KEY]["flagged"] is True
+    kept = arrays_to_state(ctx.state[STATE_PREVIOUS])
+    assert all(torch.equal(kept[k], v) for k, v in reference.items())

@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("flwr", reason="needs the flower extra")
 pytest.importorskip("ray", reason="needs flwr[simulation]")
 
+from gradguard.bench.scenario import Scenario  # noqa: E402
 from gradguard.detect.thresholds import DEFAULTS  # noqa: E402
-from gradguard.scenario import Scenario  # noqa: E402
 
 DISARM = {
     "guard-policy": "warn",
@@ -41,6 +41,6 @@ def test_simulation_engine_guard_mod_and_malicious_strategy():
     for r in (result.rounds[0], result.rounds[1], result.rounds[3]):
         assert r.abstained == []
         accepted = [v for v in r.verdicts if v.allowed]
-        assert {v.client_id for v in accepted} == {0, 1}  # verdicts reported as metrics
+        assert {v.client_id for v in accepted} == {0, 1}  # verdicts reported as records
         assert all("ignored" in v.summary for v in accepted)  # the run config did arrive
     assert result.final_accuracy > 0.5

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from gradguard.attacks.base import Reconstruction, ThreatModel
+from gradguard.attacks.base import Reconstruction, ServerAttack, ThreatModel
 from gradguard.attacks.inversion.inverting import InversionConfig, invert_update, passive_secrets
 from gradguard.data import Dataset
 from gradguard.fl.update import Update
@@ -28,7 +28,7 @@ _THREAT = ThreatModel(
 
 
 @dataclass
-class DLG:
+class DLG(ServerAttack):
     """DLG: L-BFGS (``lr`` 1) on images and soft labels, L2 gradient distance.
 
     ``iterations`` counts L-BFGS inner iterations (20 per outer step).

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from gradguard.attacks.base import Reconstruction, ThreatModel
+from gradguard.attacks.base import Reconstruction, ServerAttack, ThreatModel
 from gradguard.attacks.inversion.labels import last_linear, mean_softmax, recover_labels
 from gradguard.data import Dataset
 from gradguard.errors import GradguardError
@@ -199,7 +199,7 @@ class InversionOptions:
 
 
 @dataclass
-class InvertingGradients(InversionOptions):
+class InvertingGradients(InversionOptions, ServerAttack):
     """Passive (honest-but-curious) server: invert the update of an unmodified model.
 
     Options: ``iterations``, ``lr``, ``tv``, ``restarts``, ``seed`` (see

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from gradguard.attacks.base import Reconstruction, ThreatModel
+from gradguard.attacks.base import Reconstruction, ServerAttack, ThreatModel
 from gradguard.attacks.inversion.analytic import EMPTY_TOL, invert_rows
 from gradguard.attacks.server.disguise import pretrain
 from gradguard.attacks.server.passthrough import (
@@ -101,7 +101,7 @@ def isolated_fraction(
     return total / max(1, batches)
 
 
-class Curious:
+class Curious(ServerAttack):
     """Trap-weight attack on the first linear layer of ``mlp`` / ``convnet``.
 
     Disguises (defaults: the paper's construction):
@@ -139,6 +139,7 @@ class Curious:
         "honest_channels": True,
     }
     models = SUPPORTED
+    takes_batch_size = True
     threat_model = ThreatModel(
         changes_architecture=False,
         protocols=("fedsgd", "fedavg"),

@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from gradguard.attacks.base import Reconstruction, ThreatModel
+from gradguard.attacks.base import Reconstruction, ServerAttack, ThreatModel
 from gradguard.attacks.inversion.inverting import InversionConfig, InversionOptions, invert
 from gradguard.attacks.inversion.labels import last_linear
 from gradguard.data import Dataset
@@ -70,7 +70,7 @@ _THREAT = ThreatModel(
 
 
 @dataclass
-class _InvertsFishedGradient(InversionOptions):
+class _InvertsFishedGradient(InversionOptions, ServerAttack):
     """Options of the Inverting Gradients run on the fished gradient (both fishing attacks)."""
 
     iterations: int = 500
@@ -177,6 +177,7 @@ class FeatureFishing(_InvertsFishedGradient):
 
     name = "fishing-feature"
     threat_model = _THREAT
+    takes_batch_size = True
     dials: ClassVar[dict[str, tuple]] = {
         "row_scale": (0.0, 1e-2, 1e-1, 0.3),
         "multiplier": (16.0, 8.0, 4.0),

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from gradguard.attacks.base import Reconstruction, ThreatModel
+from gradguard.attacks.base import Reconstruction, ServerAttack, ThreatModel
 from gradguard.attacks.inversion.analytic import invert_bins
 from gradguard.attacks.server.disguise import (
     honest_activations,
@@ -112,9 +112,7 @@ def bin_thresholds(values: torch.Tensor, bins: int, quantiles: str = "gaussian")
     return torch.cat([torch.tensor([lowest], dtype=torch.float64), inner])
 
 
-class _ImprintBase:
-    threat_model: ThreatModel
-
+class _ImprintBase(ServerAttack):
     def __init__(
         self,
         bins: int = 256,

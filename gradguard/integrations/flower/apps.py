@@ -1,9 +1,10 @@
 """Flower ``ClientApp`` and ``ServerApp`` factories for gradguard's models, data and attacks.
 
-Both sides rebuild the same :class:`~gradguard.scenario.Scenario` (given to the factory, or
+Both sides rebuild the same :class:`~gradguard.bench.scenario.Scenario` (given to the factory, or
 read from the Flower run config), so a client's partition and the server's view of it agree.
 Clients train with :func:`gradguard.fl.local_update` behind :class:`GuardMod`. The server
-runs :class:`MaliciousFedAvg`, attacking only when ``attacked`` is true.
+runs :class:`MaliciousFedAvg` around the bench's campaign, attacking only when ``attacked``
+is true.
 
 Whether a client runs the guard is the client's decision, never the server's: the
 ``guarded`` argument of :func:`client_app` (client-side code), else the node config's
@@ -14,7 +15,7 @@ node config; the run config's ``guard-*`` keys may only tighten them.
 ``client`` and ``server`` at the bottom are the components ``flwr run`` loads
 (``gradguard.integrations.flower.apps:client`` / ``:server``); they read the task (data,
 model, training, attack) from the run config. A ``results-path`` run-config key makes the
-server write its :func:`~gradguard.scenario.result_to_dict` there as JSON.
+server write its :func:`~gradguard.bench.records.result_to_dict` there as JSON.
 """
 
 from __future__ import annotations
@@ -31,20 +32,15 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from gradguard.bench.campaign import Campaign
+from gradguard.bench.records import RunResult, result_to_dict
+from gradguard.bench.scenario import Scenario
+from gradguard.bench.setup import Setup, build, guard_settings, guarded_clients, make_attack
 from gradguard.errors import GradguardError
 from gradguard.fl import local_update
 from gradguard.integrations.flower.mod import GuardMod, arrays_to_state
 from gradguard.integrations.flower.strategy import MaliciousFedAvg, discover_partitions
 from gradguard.metrics import accuracy
-from gradguard.scenario import (
-    RunResult,
-    Scenario,
-    Setup,
-    build,
-    guarded_clients,
-    make_attack,
-    result_to_dict,
-)
 
 _SETUPS: dict[Scenario, Setup] = {}
 
@@ -85,7 +81,9 @@ def client_app(
     def data(ctx: Context):
         return _setup(scenario_of(ctx)).parts[_partition(ctx)]
 
-    mod = GuardMod(template, data, config=_guard_defaults(scenario), enabled=is_guarded)
+    mod = GuardMod(
+        template, data, config=guard_settings(scenario) if scenario else {}, enabled=is_guarded
+    )
     app = ClientApp(mods=[mod])
 
     @app.train()
@@ -143,15 +141,6 @@ def node_guarded(node_config: dict[str, Any]) -> bool:
     raise GradguardError(f"node config guarded={value!r}: expected true or false")
 
 
-def _guard_defaults(sc: Scenario | None) -> dict[str, Any]:
-    if sc is None:
-        return {}
-    out: dict[str, Any] = {"policy": sc.guard_policy, "thresholds": dict(sc.guard_thresholds)}
-    if sc.guard_detectors:
-        out["detectors"] = tuple(sc.guard_detectors)
-    return out
-
-
 def server_app(
     scenario: Scenario | None = None,
     *,
@@ -174,15 +163,22 @@ def server_app(
         guard_spec = guarded if guarded is not None else cfg.get("guarded", "none")
         setup = build(sc)
         partition_of = discover_partitions(grid, sc.clients)
+        campaign = (
+            Campaign(
+                make_attack(sc),
+                sc.attack_rounds,
+                sc.targets,
+                setup.aux,
+                truth={i: p.x for i, p in enumerate(setup.parts)},
+                threshold_db=sc.threshold_db,
+            )
+            if attack_on
+            else None
+        )
         strategy = MaliciousFedAvg(
             copy.deepcopy(setup.model),
-            make_attack(sc) if attack_on else None,
-            sc.attack_rounds,
-            sc.targets,
-            setup.aux,
-            truth={i: p.x for i, p in enumerate(setup.parts)},
+            campaign,
             partition_of=partition_of,
-            threshold_db=sc.threshold_db,
             fraction_train=1.0,
             min_train_nodes=sc.clients,
             min_available_nodes=sc.clients,

@@ -38,9 +38,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from gradguard.bench.records import RunResult, result_from_dict
+from gradguard.bench.scenario import Scenario
+from gradguard.bench.setup import guarded_clients
 from gradguard.errors import GradguardError
 from gradguard.integrations.flower import reaper
-from gradguard.scenario import RunResult, Scenario, guarded_clients, result_from_dict
 
 log = logging.getLogger("gradguard.flower")
 
@@ -427,6 +429,19 @@ class LocalDeployment:
                 f"logs in {self.workdir}"
             )
         return result_from_dict(json.loads(results.read_text()))
+
+
+def run_deployment(
+    sc: Scenario,
+    *,
+    guarded: bool | str | Iterable[int],
+    attacked: bool,
+    progress: bool = False,
+) -> RunResult:
+    """The ``flower-deployment`` engine (:mod:`gradguard.bench.engines`): the scenario on a
+    fresh :class:`LocalDeployment` (``progress`` is not shown)."""
+    with LocalDeployment(sc.clients, guarded=guarded) as deployment:
+        return deployment.run(sc, attacked=attacked)
 
 
 def _redeliver(signum: int, frame: Any, previous: Any) -> None:

@@ -5,9 +5,9 @@ of every incoming message (train, evaluate, query, and subtypes such as ``train.
 before the handler touches the client's private data. Messages without arrays pass through.
 When a model is flagged, or cannot be verified, or anything at all goes wrong (bad settings,
 a template or data function that raises, a message carrying an Error), the client abstains:
-the mod replies ``Error(ErrorCode.MOD_FAILED_PRECONDITION, reason="gradguard abstained: ...")``,
-the handler never runs, and the server's strategy counts one failure and goes on. The mod
-itself never raises.
+the mod replies ``Error(ErrorCode.MOD_FAILED_PRECONDITION)`` whose reason is
+``"gradguard abstained: {...}"``, the verdict record (:mod:`.verdict`); the handler never
+runs, and the server's strategy counts one failure and goes on. The mod itself never raises.
 
 Settings belong to the client (seed 000, section 3: the server is the adversary). They come
 from the arguments of :func:`guard_mod` (the client's code), overridden per node by the
@@ -16,10 +16,12 @@ read from ``Context.node_config``). The run config is written on the server's si
 ``guard-*`` keys may only tighten the client's settings (add detectors, lower thresholds,
 ``warn`` -> ``abstain``); a request that would loosen them is ignored with a logged warning.
 
-Accepted rounds add the verdict to the reply's metrics (``gradguard-score``,
-``gradguard-flagged``, ``gradguard-ms``, and ``gradguard-ignored``: how many of the run
-config's guard requests the client ignored). The last accepted model is kept in
-``Context.state`` (per client, across rounds) and given to the Guard as history.
+Accepted rounds add the verdict record to the reply (ConfigRecord ``gradguard-verdict``) and
+its numbers to the reply's metrics (``gradguard-score``, ``gradguard-flagged``,
+``gradguard-ms``, and ``gradguard-ignored``: how many of the run config's guard requests the
+client ignored). The client's reference model is kept in ``Context.state`` (per client,
+across rounds) by the one rule of :class:`gradguard.fl.guarded.ClientGuard` (verified and not
+flagged) and given to the Guard as history.
 """
 
 from __future__ import annotations
@@ -40,13 +42,22 @@ from torch import nn
 
 from gradguard.data import Dataset
 from gradguard.errors import GradguardError
+from gradguard.fl.guarded import ClientGuard
+from gradguard.integrations.flower.verdict import (
+    REASON_PREFIX,
+    VERDICT_KEY,
+    Fields,
+    failure_fields,
+    to_reason,
+    to_record,
+    verdict_fields,
+)
 from gradguard.options import OptionError, parse_pairs, split_items, split_pair
 
 log = logging.getLogger("gradguard.flower")
 
 STATE_PREVIOUS = "gradguard-previous"  # ArrayRecord: the last model this client accepted
 STATE_STATS = "gradguard-stats"  # MetricRecord: checked / abstained counts
-REASON_PREFIX = "gradguard abstained"
 
 # Keys read from the node config (the operator's, authoritative) and from the run config
 # (the server's, tighten-only).
@@ -237,18 +248,23 @@ class GuardMod:
             if STATE_PREVIOUS in ctx.state.array_records
             else None
         )
-        verdicts, first = [], None
+        check = ClientGuard(guard, previous)
+        verdicts = []
         for name, record in records:
             try:
                 received = arrays_to_state(record)
             except Exception as e:  # noqa: BLE001 - hostile or malformed arrays
                 return abstain(msg, ctx, f"unreadable arrays in {name!r} ({type(e).__name__}: {e})")
-            verdict = guard.check(received, previous=previous)
-            if not guard.allows(verdict):
+            verdict, allowed = check.review(received)
+            if check.previous is not previous:  # the adapter's one rule picked a new reference
+                previous = check.previous
+                ctx.state[STATE_PREVIOUS] = ArrayRecord(previous)
+            if not allowed:
                 label = f"{name!r}: " if len(records) > 1 else ""
-                return abstain(msg, ctx, f"{label}{verdict.summary()}", verdict.score)
+                fields = verdict_fields([verdict], allowed=False, ignored=ignored)
+                fields["summary"] = f"{label}{fields['summary']}"
+                return _abstain(msg, ctx, fields)
             verdicts.append(verdict)
-            first = received if first is None else first
         log.info(
             "node %s: gradguard accepted the model (%s): %s",
             ctx.node_id,
@@ -259,7 +275,7 @@ class GuardMod:
         reply = _checked_reply(msg, ctx, call_next)
         if reply.has_error():
             return reply
-        ctx.state[STATE_PREVIOUS] = ArrayRecord(first)
+        reply.content[VERDICT_KEY] = to_record(verdict_fields(verdicts, True, ignored))
         for metrics in reply.content.metric_records.values():
             metrics["gradguard-score"] = float(max(v.score for v in verdicts))
             metrics["gradguard-flagged"] = int(any(v.malicious for v in verdicts))
@@ -294,11 +310,17 @@ def _checked_reply(msg: Message, ctx: Context, call_next: CallNext) -> Message:
     return reply
 
 
-def abstain(msg: Message, ctx: Context, why: str, score: float = math.nan) -> Message:
-    """The client's abstention: an Error reply whose reason starts with REASON_PREFIX."""
-    reason = f"{REASON_PREFIX}: {why} [score={score:.6g}]"
+def abstain(msg: Message, ctx: Context, why: str) -> Message:
+    """The client's abstention when the guard could not give a verdict (:func:`_abstain`)."""
+    return _abstain(msg, ctx, failure_fields(why))
+
+
+def _abstain(msg: Message, ctx: Context, fields: Fields) -> Message:
+    """An Error reply whose reason is REASON_PREFIX and the verdict record
+    (:mod:`.verdict`)."""
+    reason = to_reason(fields)
     try:
-        log.warning("node %s: %s", ctx.node_id, reason)
+        log.warning("node %s: %s: %s", ctx.node_id, REASON_PREFIX, fields["summary"])
         _count(ctx, abstained=True)
     except Exception:  # noqa: BLE001, S110 - a broken Context must not stop the reply
         pass

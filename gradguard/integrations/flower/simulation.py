@@ -1,4 +1,4 @@
-"""Run a :class:`~gradguard.scenario.Scenario` in Flower's simulation engine (Ray).
+"""Run a :class:`~gradguard.bench.scenario.Scenario` in Flower's simulation engine (Ray).
 
 One Ray session can serve several runs (:func:`ray_session`): Flower's Ray backend reuses
 an initialised Ray, which saves its start-up (seconds) on every run after the first. Each
@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from gradguard.scenario import RunResult, Scenario
+from gradguard.bench.records import RunResult
+from gradguard.bench.scenario import Scenario
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -53,10 +54,12 @@ def run_flower(
     *,
     guarded: bool | str | Iterable[int],
     attacked: bool,
+    progress: bool = False,
     quiet: bool = True,
     run_config: Mapping[str, Any] | None = None,
 ) -> RunResult:
-    """The scenario as a Flower ServerApp + ClientApps in the simulation engine.
+    """The scenario as a Flower ServerApp + ClientApps in the simulation engine (the
+    ``flower`` engine of :mod:`gradguard.bench.engines`; ``progress`` is not shown).
 
     ``guarded`` is given to the client app in code (the client's side). ``run_config``,
     when given, is what the clients' ``Context.run_config`` holds: the server's side, as

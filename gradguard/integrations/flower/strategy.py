@@ -1,17 +1,17 @@
-"""A Flower strategy that can play a malicious server (seed paper, section 3 threat model).
+"""A Flower strategy around the bench's malicious-server campaign (seed paper, section 3).
 
 :class:`MaliciousFedAvg` is FedAvg (McMahan et al. 2017) aggregated as update deltas, the
-same rule as gradguard's in-process federation. In the chosen rounds it sends the chosen
-clients a model manipulated by a :class:`~gradguard.attacks.ServerAttack` instead of the
-global model, reconstructs data from each of their replies (``reply - sent`` is the client's
-update), and, since the bench knows the clients' true data, scores every reconstruction.
-Error replies (clients whose guard abstained) are counted and their reasons kept.
+same rule as gradguard's in-process federation, and plain Flower plumbing around a
+:class:`~gradguard.bench.campaign.Campaign`: it sends each node the model the campaign
+chooses for its partition, hands the campaign each reply's update (``reply - sent``) and
+records what it recovered. The clients' guard verdicts arrive as records
+(:mod:`.verdict`): a ConfigRecord in accepted replies, the reason of abstentions.
 """
 
 from __future__ import annotations
 
 import copy
-import re
+import math
 from collections.abc import Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any
@@ -23,56 +23,38 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 from torch import nn
 
-from gradguard.data import Dataset
+from gradguard.bench.campaign import Campaign
+from gradguard.bench.records import RoundReport, VerdictRecord
 from gradguard.fl import Update
-from gradguard.integrations.flower.mod import REASON_PREFIX, arrays_to_state
-from gradguard.scenario import RoundReport, VerdictRecord, score_leak
-
-_SCORE = re.compile(r"\[score=([^\]]+)\]$")
+from gradguard.integrations.flower.mod import arrays_to_state
+from gradguard.integrations.flower.verdict import VERDICT_KEY, Fields, from_reason
 
 
 class MaliciousFedAvg(FedAvg):
-    """FedAvg whose server turns malicious in ``attack_rounds`` against ``targets``.
+    """FedAvg whose server plays ``campaign`` (None: an honest server).
 
-    ``targets`` are partition ids (None: every sampled client); ``partition_of`` maps Flower
-    node ids to partition ids (the bench learns it with :func:`discover_partitions`).
-    ``truth`` maps partition ids to the clients' true images, for scoring leakage.
+    ``partition_of`` maps Flower node ids to partition ids, the client ids the campaign
+    knows (the bench learns it with :func:`discover_partitions`).
     """
 
     def __init__(
         self,
         template: nn.Module,
-        attack: Any = None,
-        attack_rounds: Iterable[int] = (),
-        targets: Iterable[int] | None = None,
-        aux: Dataset | None = None,
-        truth: Mapping[int, torch.Tensor] | None = None,
+        campaign: Campaign | None = None,
         partition_of: Mapping[int, int] | None = None,
-        threshold_db: float = 30.0,
         **fedavg: Any,
     ) -> None:
         fedavg.setdefault("fraction_evaluate", 0.0)
         super().__init__(**fedavg)
         self.template = template
-        self.attack = attack
-        self.attack_rounds = set(attack_rounds) if attack is not None else set()
-        self.targets = None if targets is None else set(targets)
-        self.aux = aux
-        self.truth = dict(truth or {})
+        self.campaign = campaign
         self.partition_of = dict(partition_of or {})
-        self.threshold_db = threshold_db
         self.reports: dict[int, RoundReport] = {}
         self._global: dict[str, torch.Tensor] = {}
-        self._sent: dict[int, dict[str, torch.Tensor]] = {}
-        self._secrets: Any = None
+        self._sent: dict[int, dict[str, torch.Tensor]] = {}  # node id -> manipulated state
 
     def pid(self, node_id: int) -> int:
         return self.partition_of.get(node_id, -1)
-
-    def _attacks(self, rnd: int, node_id: int) -> bool:
-        return rnd in self.attack_rounds and (
-            self.targets is None or self.pid(node_id) in self.targets
-        )
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -80,41 +62,36 @@ class MaliciousFedAvg(FedAvg):
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._global = arrays_to_state(arrays)
         self._sent = {}
-        targeted = [m for m in messages if self._attacks(server_round, m.metadata.dst_node_id)]
-        report = RoundReport(
-            server_round,
-            bool(targeted),
-            sorted(self.pid(m.metadata.dst_node_id) for m in targeted),
-            [],
-            float("nan"),
+        pids = [self.pid(m.metadata.dst_node_id) for m in messages]
+        targeted = self.campaign.targeted(server_round, pids) if self.campaign else []
+        self.reports[server_round] = RoundReport(
+            server_round, bool(targeted), targeted, [], float("nan")
         )
-        self.reports[server_round] = report
         if not targeted:
             return messages
         model = copy.deepcopy(self.template)
         model.load_state_dict(self._global)
-        manipulated, self._secrets = self.attack.manipulate(model, self.aux)
-        state = {k: v.detach().clone() for k, v in manipulated.state_dict().items()}
+        models = self.campaign.models_for(server_round, model, pids)
+        states = {id(m): _state(m) for m in models.values()}
         log(
             WARNING,
-            "gradguard: round %s: sending a model manipulated by %r to %s node(s)",
+            "gradguard: round %s: sending models manipulated by %r to %s node(s)",
             server_round,
-            getattr(self.attack, "name", self.attack),
-            len(targeted),
+            self.campaign.attack.name,
+            len(models),
         )
-        chosen = {m.metadata.dst_node_id for m in targeted}
         out = []
-        for m in messages:
-            if m.metadata.dst_node_id in chosen:
-                self._sent[m.metadata.dst_node_id] = state
+        for m, pid in zip(messages, pids, strict=True):
+            if pid in models:
+                node = m.metadata.dst_node_id
+                self._sent[node] = states[id(models[pid])]
                 content = RecordDict(
-                    {self.arrayrecord_key: ArrayRecord(state), self.configrecord_key: config}
+                    {
+                        self.arrayrecord_key: ArrayRecord(self._sent[node]),
+                        self.configrecord_key: config,
+                    }
                 )
-                m = Message(
-                    content=content,
-                    message_type=MessageType.TRAIN,
-                    dst_node_id=m.metadata.dst_node_id,
-                )
+                m = Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node)
             out.append(m)
         return out
 
@@ -138,24 +115,19 @@ class MaliciousFedAvg(FedAvg):
             pid, reason = self.pid(m.metadata.src_node_id), m.error.reason
             log(
                 INFO,
-                "\t> node %s (partition %s) replied with an error: %s",
+                "\t> node %s (partition %s) replied with an error",
                 m.metadata.src_node_id,
                 pid,
-                reason,
             )
             report.abstained.append(pid)
-            if reason.startswith(REASON_PREFIX):
-                score = _SCORE.search(reason)
-                summary = _SCORE.sub("", reason[len(REASON_PREFIX) + 2 :]).strip()
-                report.verdicts.append(
-                    VerdictRecord(
-                        pid, True, False, float(score.group(1)) if score else float("nan"), summary
-                    )
-                )
+            fields = from_reason(reason)
+            if fields is not None:
+                report.verdicts.append(_verdict(pid, fields))
         report.abstained.sort()
         if not valid:
             return None, None
         deltas, weights, metric_rows = [], [], []
+        updates: dict[int, Update] = {}
         for m in valid:
             node = m.metadata.src_node_id
             arrays = next(iter(m.content.array_records.values()))
@@ -175,19 +147,12 @@ class MaliciousFedAvg(FedAvg):
                 if self._global[k].is_floating_point()
             }
             weight = float(metrics.get(self.weighted_by_key, 1))
-            if "gradguard-score" in metrics:
+            if VERDICT_KEY in m.content.config_records:
                 report.verdicts.append(
-                    VerdictRecord(
-                        self.pid(node),
-                        bool(metrics.get("gradguard-flagged", 0)),
-                        True,
-                        float(metrics["gradguard-score"]),
-                        _accepted(metrics),
-                        float(metrics.get("gradguard-ms", 0.0)) / 1000,
-                    )
+                    _verdict(self.pid(node), dict(m.content.config_records[VERDICT_KEY]))
                 )
             if node in self._sent:
-                update = Update(
+                updates[self.pid(node)] = Update(
                     delta,
                     int(weight),
                     int(metrics.get("local-steps", 1)),
@@ -195,25 +160,19 @@ class MaliciousFedAvg(FedAvg):
                     "delta",
                     self.pid(node),
                 )
-                recon = self.attack.reconstruct(update, self._secrets)
-                report.leaks.append(
-                    score_leak(
-                        self.pid(node),
-                        self.truth.get(self.pid(node)),
-                        recon.images,
-                        self.threshold_db,
-                    )
-                )
-                log(
-                    WARNING,
-                    "gradguard: round %s: reconstructed %s images from node %s",
-                    server_round,
-                    len(recon.images),
-                    node,
-                )
             deltas.append(delta)
             weights.append(weight)
             metric_rows.append(metrics)
+        if self.campaign is not None and updates:
+            for leak in self.campaign.recover(server_round, updates=updates):
+                report.leaks.append(leak)
+                log(
+                    WARNING,
+                    "gradguard: round %s: reconstructed %s images of partition %s",
+                    server_round,
+                    leak.recovered,
+                    leak.client_id,
+                )
         if not deltas:
             return None, None
         w = torch.tensor(weights, dtype=torch.float64)
@@ -229,9 +188,31 @@ class MaliciousFedAvg(FedAvg):
             self.reports[server_round].accuracy = accuracy
 
 
-def _accepted(metrics: MetricRecord) -> str:
-    ignored = int(metrics.get("gradguard-ignored", 0))
-    return f"accepted; ignored {ignored} run-config guard requests" if ignored else "accepted"
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _verdict(pid: int, fields: Fields) -> VerdictRecord:
+    """A client's verdict record as the bench reports it (values a client sent: coerced)."""
+
+    def number(key: str) -> float:
+        try:
+            return float(fields.get(key, math.nan))
+        except (TypeError, ValueError):
+            return math.nan
+
+    summary = str(fields.get("summary", ""))
+    ignored = number("ignored")
+    if ignored > 0:
+        summary += f"; ignored {ignored:g} run-config guard requests"
+    return VerdictRecord(
+        pid,
+        bool(fields.get("flagged", True)),
+        bool(fields.get("allowed", False)),
+        number("score"),
+        summary,
+        number("elapsed-s"),
+    )
 
 
 def _mean_metrics(rows: list[MetricRecord], weights: list[float]) -> MetricRecord:

@@ -116,3 +116,22 @@ def test_out_png_name_from_an_absolute_dataset_path(tmp_path, capsys):
     assert main(argv) == 0
     pngs = [p.relative_to(out) for p in out.rglob("*.png")]
     assert [str(p) for p in pngs] == ["curious_my-images_mlp_b8_e1.png"]
+
+
+def test_inconsistency_through_the_secure_sum(capsys):
+    """``gradguard attack inconsistency --clients N``: the target's images come back from
+    the masked sum of every client's update; the fraction counts every client's images."""
+    code = main(["attack", "inconsistency", "--clients", "3", "--batch-size", "16", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["clients"] == 3 and set(out["leaked"]) == {"0"}
+    assert out["aggregate_cosine_to_target"] >= 0.99
+    assert out["leaked"]["0"] >= 8
+    assert out["leaked_fraction"] == round(out["leaked"]["0"] / 48, 4)
+
+
+def test_every_attack_takes_its_options_one_way(capsys):
+    assert main(["attack", "imprint", "--batch-size", "8", "--option", "bins=64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["leaked_fraction"] > 0
+    assert main(["attack", "imprint", "--option", "shuffle=maybe"]) == 2
+    assert "expected bool" in capsys.readouterr().err
