@@ -21,9 +21,9 @@ from gradguard.errors import GradguardError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",
-        choices=("inprocess", "flower"),
+        choices=("inprocess", "flower", "nvflare"),
         default="inprocess",
-        help="in-process simulation (default) or Flower's simulation engine",
+        help="in-process simulation (default), Flower's simulation engine or NVFlare's simulator",
     )
     p.add_argument("--dataset", default="digits", help="digits (embedded), fashion-mnist, ...")
     p.add_argument("--model", default="mlp", help="model of the federation (default mlp)")
@@ -118,6 +118,17 @@ def run_all(sc, engine: str, progress: bool = True) -> dict[str, Any]:
         for name, guarded, attacked in plan:
             _status(progress, f"running the {name} federation (in-process)")
             runs[name] = run_inprocess(sc, guarded=guarded, attacked=attacked, progress=progress)
+        return runs
+    if engine == "nvflare":
+        try:
+            from gradguard.integrations.nvflare.engine import run_nvflare
+        except ImportError as e:
+            raise GradguardError(
+                f"--engine nvflare needs the nvflare extra (pip install 'gradguard[nvflare]'): {e}"
+            ) from None
+        for name, guarded, attacked in plan:
+            _status(progress, f"running the {name} federation (NVFlare simulator)")
+            runs[name] = run_nvflare(sc, guarded=guarded, attacked=attacked)
         return runs
     try:
         from gradguard.integrations.flower.simulation import ray_session, run_flower
