@@ -68,18 +68,44 @@ def task_state(shareable: Shareable) -> dict[str, torch.Tensor]:
     if dxo.data_kind != DataKind.WEIGHTS:
         raise GradguardError(f"the task carries {dxo.data_kind!r}, not model weights")
     if not isinstance(dxo.data, Mapping) or not dxo.data:
-        raise GradguardError("the task carries no named weights")
+        raise GradguardError(f"the task carries no named weights (got {type(dxo.data).__name__})")
     state: dict[str, torch.Tensor] = {}
     for name, value in dxo.data.items():
         if not isinstance(name, str):
             raise GradguardError(f"weight name {name!r} is not a string")
         if isinstance(value, torch.Tensor):
             state[name] = value.detach().clone()
-        elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        elif isinstance(value, np.ndarray | np.generic) and value.dtype.kind in "biuf":
+            # np.generic: NVFlare's averaging turns a 0-d buffer into a NumPy scalar
             state[name] = torch.from_numpy(np.array(value, copy=True))
         else:
             raise GradguardError(f"weight {name!r} is a {type(value).__name__}, not numeric")
     return state
+
+
+def integer_buffers_restored(
+    state: dict[str, torch.Tensor], template: torch.nn.Module
+) -> dict[str, torch.Tensor]:
+    """Integer buffers (BatchNorm's ``num_batches_tracked``) back in their integer dtype.
+
+    NVFlare's stock FedAvg averages every entry, so an int64 counter arrives as float64.
+    Only an entry that is integral and finite in full is cast back; anything else is left
+    as received for the Guard to judge.
+    """
+    expected = template.state_dict()
+    out = dict(state)
+    for name, value in state.items():
+        want = expected.get(name)
+        if (
+            want is not None
+            and not want.is_floating_point()
+            and value.is_floating_point()
+            and value.shape == want.shape
+            and bool(torch.isfinite(value).all())
+            and bool((value == value.round()).all())
+        ):
+            out[name] = value.to(want.dtype)
+    return out
 
 
 class GuardFilter(Filter):
@@ -137,7 +163,7 @@ class GuardFilter(Filter):
         start = time.perf_counter()
         try:
             guard = self.guard(site)
-            state = task_state(shareable)
+            state = integer_buffers_restored(task_state(shareable), guard.template)
             verdict = guard.check(state)
             allowed = guard.allows(verdict)
             if allowed and not verdict.malicious:
