@@ -48,6 +48,7 @@ class Scenario:
     guard_policy: str = "abstain"
     guard_detectors: tuple[str, ...] = ()  # empty: the Guard's defaults
     guard_thresholds: tuple[tuple[str, float], ...] = ()
+    guard_stop_at_first: bool = True  # False: every detector runs (the report compares them)
     seed: int = 0
 
     @property
@@ -96,6 +97,8 @@ class Scenario:
                 )
             elif f.name == "guard_detectors":
                 kw[f.name] = tuple(x.strip() for x in str(v).split(",") if x.strip())
+            elif f.name == "guard_stop_at_first":
+                kw[f.name] = v if isinstance(v, bool) else str(v).strip().lower() == "true"
             elif f.name in ("norm", "train_limit", "steps"):
                 kw[f.name] = None if v in ("", None) else (str(v) if f.name == "norm" else int(v))
             else:
@@ -157,7 +160,11 @@ def make_guard(sc: Scenario, template: nn.Module, data: Dataset):
     """The client's Guard, configured from the scenario; ``data`` is the client's own."""
     from gradguard.detect import Guard, GuardConfig
 
-    kw: dict[str, Any] = {"policy": sc.guard_policy, "thresholds": dict(sc.guard_thresholds)}
+    kw: dict[str, Any] = {
+        "policy": sc.guard_policy,
+        "thresholds": dict(sc.guard_thresholds),
+        "stop_at_first": sc.guard_stop_at_first,
+    }
     if sc.guard_detectors:
         kw["detectors"] = tuple(sc.guard_detectors)
     return Guard(GuardConfig(**kw), template=template, data=data)
@@ -183,6 +190,9 @@ class VerdictRecord:
     score: float
     summary: str
     elapsed_s: float = 0.0
+    detectors: dict[str, dict] = field(default_factory=dict)  # detect.breakdown
+    exposed: int | None = None  # images of the batch this round would expose (exposure audit)
+    batch: int | None = None
 
 
 @dataclass
@@ -194,6 +204,7 @@ class RoundReport:
     accuracy: float
     leaks: list[ClientLeak] = field(default_factory=list)
     verdicts: list[VerdictRecord] = field(default_factory=list)
+    train_seconds: float = 0.0  # local training of every client that trained (0: not measured)
 
     @property
     def leaked(self) -> int:
@@ -255,6 +266,8 @@ class CheckedGuard:
         self.pending: VerdictRecord | None = None
 
     def __call__(self, model: nn.Module) -> bool:
+        from gradguard.detect.breakdown import detector_breakdown, exposure_counts
+
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         verdict = self.guard.check(state, previous=self.previous)
         allowed = bool(self.guard.allows(verdict))
@@ -267,6 +280,8 @@ class CheckedGuard:
             float(verdict.score),
             verdict.summary(),
             float(verdict.elapsed_s),
+            detector_breakdown(verdict),
+            *exposure_counts(verdict),
         )
         return allowed
 
@@ -334,6 +349,7 @@ def run_inprocess(
             result.accuracy,
             leaks,
             verdicts,
+            result.train_seconds,
         )
         reports.append(report)
         if on_round:
@@ -371,6 +387,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
                     for k in r.leaks
                 ],
                 "verdicts": [asdict(v) for v in r.verdicts],
+                "train_seconds": r.train_seconds,
             }
             for r in result.rounds
         ],
@@ -390,6 +407,7 @@ def result_from_dict(d: Mapping[str, Any]) -> RunResult:
                 for k in r["leaks"]
             ],
             [VerdictRecord(**v) for v in r["verdicts"]],
+            r.get("train_seconds", 0.0),
         )
         for r in d["rounds"]
     ]

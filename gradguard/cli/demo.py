@@ -101,6 +101,7 @@ def scenario_from(args: argparse.Namespace):
         targets=targets,
         train_limit=args.train_limit,
         seed=args.seed,
+        guard_stop_at_first=bool(args.no_report),  # the report shows every detector
     )
 
 

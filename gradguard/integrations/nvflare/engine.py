@@ -114,7 +114,9 @@ class ScenarioTrainer(Executor):
         model.load_state_dict(received, strict=True)
         rnd = int(received_model.current_round or 0)
         gen = torch.Generator().manual_seed(sc.seed * 100_003 + rnd * 101 + pid)
+        t0 = time.perf_counter()
         update = local_update(model, setup.parts[pid], sc.training, gen, pid)
+        train_s = time.perf_counter() - t0
         new = {k: (v + update.values[k] if k in update.values else v) for k, v in received.items()}
         reply = FLModel(
             params=_numpy(new),
@@ -122,6 +124,7 @@ class ScenarioTrainer(Executor):
                 "num_examples": update.num_examples,
                 "local_steps": update.local_steps,
                 "lr": update.lr,
+                "train_s": train_s,
             },
             current_round=rnd,
         )
@@ -203,6 +206,7 @@ class MaliciousController(ModelController):
                     )
                 deltas.append(delta)
                 weights.append(float(metrics.get("num_examples", 1)))
+                report.train_seconds += float(metrics.get("train_s", 0.0))
             if deltas:
                 w = torch.tensor(weights, dtype=torch.float64)
                 w = w / w.sum()
@@ -267,6 +271,7 @@ def run_nvflare(
                         policy=sc.guard_policy,
                         detectors=list(sc.guard_detectors),
                         thresholds=dict(sc.guard_thresholds),
+                        stop_at_first=sc.guard_stop_at_first,
                         verdict_log=verdict_log,
                     ),
                     site,
@@ -306,6 +311,9 @@ def _attach_verdicts(result: RunResult, verdict_log: str) -> None:
                     float(v["score"]),
                     v["summary"],
                     float(v["elapsed_s"]),
+                    v.get("detectors", {}),
+                    v.get("exposed"),
+                    v.get("batch"),
                 )
             )
     for r in result.rounds:

@@ -39,6 +39,7 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.app_common.app_constant import AppConstants
 
+from gradguard.detect.breakdown import detector_breakdown, exposure_counts
 from gradguard.errors import GradguardError
 
 log = logging.getLogger("gradguard.nvflare")
@@ -117,7 +118,7 @@ class GuardFilter(Filter):
         data: import path of a callable ``(site_name, **data_args)`` returning the client's
             local data (a gradguard Dataset); empty: run only data-free detectors.
         data_args: keyword arguments for ``data``.
-        policy, detectors, thresholds: the Guard's settings
+        policy, detectors, thresholds, stop_at_first: the Guard's settings
             (:class:`gradguard.detect.GuardConfig`; empty detectors: its defaults).
         verdict_log: a file to append one JSON line per checked task to.
     """
@@ -131,6 +132,7 @@ class GuardFilter(Filter):
         policy: str = "abstain",
         detectors: list | None = None,
         thresholds: dict | None = None,
+        stop_at_first: bool = True,
         verdict_log: str = "",
     ) -> None:
         super().__init__()
@@ -141,6 +143,7 @@ class GuardFilter(Filter):
         self.policy = policy
         self.detectors = list(detectors or [])
         self.thresholds = dict(thresholds or {})
+        self.stop_at_first = stop_at_first
         self.verdict_log = verdict_log
         self._guard = None
 
@@ -149,7 +152,11 @@ class GuardFilter(Filter):
         if self._guard is None:
             from gradguard.detect import Guard, GuardConfig
 
-            kw: dict[str, Any] = {"policy": self.policy, "thresholds": self.thresholds}
+            kw: dict[str, Any] = {
+                "policy": self.policy,
+                "thresholds": self.thresholds,
+                "stop_at_first": self.stop_at_first,
+            }
             if self.detectors:
                 kw["detectors"] = tuple(self.detectors)
             template = load_callable(self.model)(**self.model_args)
@@ -168,6 +175,7 @@ class GuardFilter(Filter):
             allowed = guard.allows(verdict)
             if allowed and not verdict.malicious:
                 guard.accepted = state
+            exposed, batch = exposure_counts(verdict)
             record = {
                 "round": rnd,
                 "site": site,
@@ -176,6 +184,9 @@ class GuardFilter(Filter):
                 "score": float(verdict.score),
                 "summary": verdict.summary(),
                 "elapsed_s": float(verdict.elapsed_s),
+                "detectors": detector_breakdown(verdict),
+                "exposed": exposed,
+                "batch": batch,
             }
         except Exception as e:  # noqa: BLE001 - fail closed on anything
             record = {
