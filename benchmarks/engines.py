@@ -81,6 +81,9 @@ def _per_round(total: float, one: float, rounds: int) -> dict:
 
 
 def measure(engines: list[str], large_engines: list[str], demo: Scenario, large: Scenario):
+    from gradguard.scenario import build
+
+    build(demo)  # first-use imports and data of this process: not an engine's fixed cost
     rows, rates = [], []
     for engine in engines:
         _, one = _timed(engine, replace(demo, rounds=1, attack_rounds=(1,)), False, False)
@@ -130,7 +133,7 @@ def main() -> None:
         large = replace(large, rounds=6)
     engines = [e for e in args.engines.split(",") if e]
     large_engines = [e for e in args.large_engines.split(",") if e]
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
     if "flower" in engines + large_engines:
         from gradguard.integrations.flower.simulation import ray_session
 
@@ -143,6 +146,7 @@ def main() -> None:
         "large": large.summary(),
         "cpus": len(os.sched_getaffinity(0)),
         "total_seconds": round(time.perf_counter() - start, 1),
+        "loadavg_1min": [round(load_start, 1), round(os.getloadavg()[0], 1)],
         "runs": rows,
         "per_round": rates,
     }
@@ -172,9 +176,9 @@ def main() -> None:
         )
     lines.append(
         f"\nper round = (T(R) - T(1)) / (R - 1); fixed = T(1) - per round. One run each on a "
-        f"shared {out['cpus']}-core machine (noisy). Command: `python benchmarks/engines.py"
-        + (f" --tag {args.tag}" if args.tag else "")
-        + "`."
+        f"shared {out['cpus']}-core machine (noisy; 1-minute load average "
+        f"{out['loadavg_1min'][0]} at the start, {out['loadavg_1min'][1]} at the end). "
+        "Command: `python benchmarks/engines.py" + (f" --tag {args.tag}" if args.tag else "") + "`."
     )
     (res / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
