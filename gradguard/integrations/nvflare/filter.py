@@ -60,16 +60,24 @@ def load_callable(path: str):
     return obj
 
 
-def task_state(shareable: Shareable) -> dict[str, torch.Tensor]:
+def task_state(shareable: Shareable, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
     """The model weights a task carries, as named tensors (copies).
 
-    Raises :class:`GradguardError` on anything but a WEIGHTS DXO of numeric arrays.
+    Raises :class:`GradguardError` on anything but a WEIGHTS DXO of numeric arrays, or on
+    more than ``max_bytes`` of them (checked before anything is copied).
     """
     dxo = from_shareable(shareable)
     if dxo.data_kind != DataKind.WEIGHTS:
         raise GradguardError(f"the task carries {dxo.data_kind!r}, not model weights")
     if not isinstance(dxo.data, Mapping) or not dxo.data:
         raise GradguardError(f"the task carries no named weights (got {type(dxo.data).__name__})")
+    if max_bytes is not None:
+        total = sum(
+            v.numel() * v.element_size() if isinstance(v, torch.Tensor) else getattr(v, "nbytes", 0)
+            for v in dxo.data.values()
+        )
+        if total > max_bytes:
+            raise GradguardError(f"the task's weights hold {total} bytes (at most {max_bytes})")
     state: dict[str, torch.Tensor] = {}
     for name, value in dxo.data.items():
         if not isinstance(name, str):
@@ -170,7 +178,8 @@ class GuardFilter(Filter):
         start = time.perf_counter()
         try:
             guard = self.guard(site)
-            state = integer_buffers_restored(task_state(shareable), guard.template)
+            received = task_state(shareable, guard.max_bytes)
+            state = integer_buffers_restored(received, guard.template)
             verdict = guard.check(state)
             allowed = guard.allows(verdict)
             if allowed and not verdict.malicious:

@@ -76,3 +76,12 @@ def test_bad_model_path_fails_closed(tmp_path):
     guard = GuardFilter(model="no.such.module:factory")
     with pytest.raises(ContentBlockedException, match="cannot verify"):
         guard.process(_task(scenario_model(CONFIG).state_dict()), _Ctx())
+
+
+def test_oversized_task_refused_before_copying(tmp_path):
+    guard = _filter(tmp_path)
+    state = scenario_model(CONFIG).state_dict()
+    task = _task(state)
+    task["DXO"]["data"]["extra"] = np.zeros(4_000_000, dtype=np.float64)  # 32 MB
+    with pytest.raises(ContentBlockedException, match="bytes"):
+        guard.process(task, _Ctx())
