@@ -12,6 +12,6 @@ echo "gradguard: setting up $VENV (first run only)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip >&2 || true
 "$VENV/bin/python" -m pip install -q "torch==2.13.0" >&2
-"$VENV/bin/python" -m pip install -q -e ".[flower,test]" >&2
+"$VENV/bin/python" -m pip install -q -e ".[flower,nvflare,test]" >&2
 rm -f "$VENV"/.gradguard-setup-*
 touch "$stamp"

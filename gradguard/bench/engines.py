@@ -36,6 +36,7 @@ ENGINES: dict[str, Engine] = {
     "flower-deployment": Engine(
         "gradguard.integrations.flower.deployment:run_deployment", extra="flower"
     ),
+    "nvflare": Engine("gradguard.integrations.nvflare.engine:run_nvflare", extra="nvflare"),
 }
 
 

@@ -15,6 +15,7 @@ from gradguard.bench.campaign import Campaign
 from gradguard.bench.records import RoundReport, RunResult, VerdictRecord
 from gradguard.bench.scenario import Scenario
 from gradguard.bench.setup import build, guarded_clients, make_attack, make_guard
+from gradguard.detect.breakdown import detector_breakdown, exposure_counts
 from gradguard.fl import Client, Federation, FederationConfig, ServerHook, Update
 from gradguard.fl.guarded import ClientGuard
 
@@ -59,7 +60,14 @@ class CampaignServer(ServerHook):
 def verdict_record(client_id: int, check: ClientGuard) -> VerdictRecord:
     v = check.verdict
     return VerdictRecord(
-        client_id, bool(v.malicious), check.allowed, float(v.score), v.summary(), v.elapsed_s
+        client_id,
+        bool(v.malicious),
+        check.allowed,
+        float(v.score),
+        v.summary(),
+        v.elapsed_s,
+        detector_breakdown(v),
+        *exposure_counts(v),
     )
 
 
@@ -117,6 +125,7 @@ def run_inprocess(
             result.accuracy,
             campaign.leaks.get(result.round, []) if campaign else [],
             verdicts,
+            result.train_seconds,
         )
         reports.append(report)
         if on_round:

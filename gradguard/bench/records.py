@@ -35,6 +35,9 @@ class VerdictRecord:
     score: float
     summary: str
     elapsed_s: float = 0.0
+    detectors: dict[str, dict] = field(default_factory=dict)  # detect.breakdown
+    exposed: int | None = None  # images of the batch this round would expose (exposure audit)
+    batch: int | None = None
 
 
 @dataclass
@@ -46,6 +49,7 @@ class RoundReport:
     accuracy: float
     leaks: list[ClientLeak] = field(default_factory=list)
     verdicts: list[VerdictRecord] = field(default_factory=list)
+    train_seconds: float = 0.0  # local training of every client that trained (0: not measured)
 
     @property
     def leaked(self) -> int:
@@ -101,6 +105,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
                     for k in r.leaks
                 ],
                 "verdicts": [asdict(v) for v in r.verdicts],
+                "train_seconds": r.train_seconds,
             }
             for r in result.rounds
         ],
@@ -120,6 +125,7 @@ def result_from_dict(d: Mapping[str, Any]) -> RunResult:
                 for k in r["leaks"]
             ],
             [VerdictRecord(**v) for v in r["verdicts"]],
+            r.get("train_seconds", 0.0),
         )
         for r in d["rounds"]
     ]

@@ -50,7 +50,11 @@ def make_attack(sc: Scenario) -> ServerAttack:
 
 def guard_settings(sc: Scenario) -> dict[str, Any]:
     """The scenario's GuardConfig keyword arguments (the clients' own settings)."""
-    kw: dict[str, Any] = {"policy": sc.guard_policy, "thresholds": dict(sc.guard_thresholds)}
+    kw: dict[str, Any] = {
+        "policy": sc.guard_policy,
+        "thresholds": dict(sc.guard_thresholds),
+        "stop_at_first": sc.guard_stop_at_first,
+    }
     if sc.guard_detectors:
         kw["detectors"] = tuple(sc.guard_detectors)
     return kw

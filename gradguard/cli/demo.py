@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--engine",
         choices=tuple(ENGINES),
         default="inprocess",
-        help="inprocess (default), flower (Flower's simulation engine), flower-deployment",
+        help="inprocess (default), flower (Flower's simulation engine), flower-deployment, "
+        "nvflare (NVFlare's simulator)",
     )
     p.add_argument("--dataset", default="digits", help="digits (embedded), fashion-mnist, ...")
     p.add_argument("--model", default="mlp", help="model of the federation (default mlp)")
@@ -105,6 +106,7 @@ def scenario_from(args: argparse.Namespace):
         targets=targets,
         train_limit=args.train_limit,
         seed=args.seed,
+        guard_stop_at_first=bool(args.no_report),  # the report shows every detector
     )
 
 

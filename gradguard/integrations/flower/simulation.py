@@ -28,6 +28,25 @@ def _cpus() -> int:
 
 
 @contextlib.contextmanager
+def _ray_kept_between_runs() -> Iterator[None]:
+    """Flower's Ray backend ends every run with ``ray.shutdown()``, so the next run of a
+    session would start Ray again (seconds). Inside the session it only stops its actors."""
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    original = raybackend.RayBackend.terminate
+
+    def terminate(self) -> None:
+        if self.pool:
+            self.pool.terminate_all_actors()
+
+    raybackend.RayBackend.terminate = terminate
+    try:
+        yield
+    finally:
+        raybackend.RayBackend.terminate = original
+
+
+@contextlib.contextmanager
 def ray_session(num_cpus: int | None = None, quiet: bool = True) -> Iterator[None]:
     """Start Ray once for the runs inside; shut it down after."""
     import ray
@@ -43,7 +62,11 @@ def ray_session(num_cpus: int | None = None, quiet: bool = True) -> Iterator[Non
         )
         started = True
     try:
-        yield
+        if started:
+            with _ray_kept_between_runs():
+                yield
+        else:
+            yield
     finally:
         if started:
             ray.shutdown()

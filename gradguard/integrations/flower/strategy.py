@@ -212,6 +212,11 @@ def _verdict(pid: int, fields: Fields) -> VerdictRecord:
         number("score"),
         summary,
         number("elapsed-s"),
+        {},
+        *(
+            int(v) if math.isfinite(v) and v >= 0 else None
+            for v in (number("exposed"), number("batch"))
+        ),
     )
 
 
