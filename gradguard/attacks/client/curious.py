@@ -10,7 +10,9 @@ read from its own training configuration.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -58,6 +60,33 @@ class Observation:
 
     def global_change(self) -> torch.Tensor:
         return torch.cat([(self.after[k] - self.before[k]).flatten().float() for k in self.keys])
+
+    def save(self, path: str | Path) -> Path:
+        """Write the observation as safetensors (its own round's record, no pickle)."""
+        from safetensors.torch import save_file
+
+        tensors = {f"before/{k}": v.contiguous() for k, v in self.before.items()}
+        tensors |= {f"after/{k}": v.contiguous() for k, v in self.after.items()}
+        tensors["upload"] = self.upload.contiguous()
+        meta = {"round": str(self.round), "upload_kind": self.upload_kind}
+        meta["keys"] = json.dumps(self.keys)
+        save_file(tensors, str(path), metadata=meta)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Observation:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            keys = json.loads(meta.get("keys", "[]"))
+            before = {k: f.get_tensor(f"before/{k}") for k in keys}
+            after = {k: f.get_tensor(f"after/{k}") for k in keys}
+            upload = f.get_tensor("upload")
+        total = sum(v.numel() for v in before.values())
+        if not keys or upload.shape != (total,):
+            raise GradguardError(f"{path}: not a curious-client observation")
+        return cls(int(meta["round"]), keys, before, after, upload, meta["upload_kind"])
 
 
 @dataclass
