@@ -133,8 +133,8 @@ def main() -> None:
             f"{row['accuracy']:.3f}, {row['seconds']:.1f} s",
             flush=True,
         )
-        last = i + 1 == len(cells) or cells[i + 1].seed != cell.seed
-        if last:
+        nxt = cells[i + 1] if i + 1 < len(cells) else None
+        if nxt is None or (nxt.dataset, nxt.seed) != (cell.dataset, cell.seed):
             write(name, rows, examples, settings, time.perf_counter() - start)
 
 

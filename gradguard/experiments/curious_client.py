@@ -226,8 +226,8 @@ def grid(
 ) -> list[Cell]:
     return [
         Cell(d, a, s, u, seed)
-        for d in datasets
         for seed in seeds
+        for d in datasets
         for a in aggregators
         for s in noises
         for u in uploads
