@@ -3,10 +3,10 @@
 Runs :func:`gradguard.experiments.curious_client.run_cell` over {mean, Krum, Multi-Krum,
 median, trimmed mean} x {no DP, noise 0.003, noise 0.01 (clip 1)} x {honest, flip, outlier}
 x 5 seeds on digits and Fashion-MNIST (when installed), one core. Writes
-``benchmarks/results/curious_client{,_quick}.{json,md,png}`` (the JSON after every data set
+``benchmarks/results/curious_client{,_quick,_trained}.{json,md,png}`` (the JSON after every data set
 and seed, so an interrupted run keeps what it measured).
 
-    nice -n 10 python benchmarks/curious_client.py [--quick]
+    nice -n 10 python benchmarks/curious_client.py [--quick | --trained]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def markdown(summary: list[dict], gains: list[dict], settings: cc.CuriousSetting
         f"One curious client and {s.peers} honest peers, {s.examples} private images each, "
         f"FedAvg with {s.local_steps} full-batch SGD steps at lr {s.lr}; MLP "
         f"({s.width}/{s.width2}) pre-trained honestly on {s.warmup_examples} held-out images "
-        f"for {s.warmup_epochs} epochs (early training), then {s.rounds} rounds under each rule "
+        f"for {s.warmup_epochs} epochs, then {s.rounds} rounds under each rule "
         f"(f = {s.byzantine}); the attack inverts the change of round 1 ({s.iterations} "
         f"signed-Adam steps). Client DP: clip {s.dp_clip}, noise multiplier as listed. "
         "PSNR / SSIM: Hungarian-matched against the images of the peers the rule really "
@@ -104,6 +104,11 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="digits, 2 rules, 2 seeds, 40 steps")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--datasets", default=",".join(cc.DATASETS))
+    p.add_argument(
+        "--trained",
+        action="store_true",
+        help="a better-trained global model (1000 images x 5 epochs): mean and Krum, no DP",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     settings = cc.CuriousSettings()
@@ -114,9 +119,14 @@ def main() -> None:
     if args.quick:
         settings = cc.with_settings(settings, iterations=40)
         cells = cc.grid(["digits"], ("mean", "krum"), (None, 0.01), ("honest", "outlier"), range(2))
+    elif args.trained:
+        settings = cc.with_settings(settings, warmup_examples=1000, warmup_epochs=5)
+        cells = cc.grid(
+            datasets, ("mean", "krum"), (None,), ("honest", "outlier"), range(args.seeds)
+        )
     else:
         cells = cc.grid(datasets, seeds=range(args.seeds))
-    name = "curious_client" + ("_quick" if args.quick else "")
+    name = "curious_client" + ("_quick" if args.quick else "_trained" if args.trained else "")
     RESULTS.mkdir(exist_ok=True)
     start = time.perf_counter()
     rows, examples = [], {}
