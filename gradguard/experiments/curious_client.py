@@ -171,17 +171,19 @@ def run_cell(cell: Cell, settings: CuriousSettings = CuriousSettings()) -> dict:
             _INVERSIONS[key] = recon
     vectors = torch.stack([u.flat(obs.keys) for u in recorder.updates])
     used = [i for i in contributors(cell.aggregator, vectors, settings.byzantine) if i != 0]
-    truth = torch.cat([prep.clients[i].x for i in used]) if used else prep.clients[1].x[:0]
-    baseline_images = own.x.mean(0, keepdim=True).expand(max(1, len(truth)), -1, -1, -1)
-    base = match(truth, baseline_images) if len(truth) else None
-    scored = match(truth, recon.images) if len(truth) and len(recon.images) else None
+    # Krum chose the curious client's own upload: the round showed it nothing of its peers,
+    # and its prior is scored against all of them
+    scored_peers = used or list(range(1, len(clients)))
+    truth = torch.cat([prep.clients[i].x for i in scored_peers])
+    base = match(truth, own.x.mean(0, keepdim=True).expand(len(truth), -1, -1, -1))
+    scored = match(truth, recon.images) if used and len(recon.images) else None
     verdicts = check_uploads(vectors)
     row = {
         **asdict(cell),
         "aggregator_used_peers": len(used),
         "reconstructed": scored is not None,
-        "baseline_psnr": _mean(base.psnr) if base else None,
-        "baseline_ssim": _mean(base.ssim) if base else None,
+        "baseline_psnr": _mean(base.psnr),
+        "baseline_ssim": _mean(base.ssim),
         "accuracy": history[-1].accuracy,
         "accuracy_start": history[0].accuracy,
         "attacker_norm_ratio": verdicts[0].norm_ratio,
