@@ -66,16 +66,16 @@ def markdown(summary: list[dict], gains: list[dict], settings: cc.CuriousSetting
         )
     lines += [
         "",
-        "## Gain over mean aggregation (honest upload, no DP), PSNR mean",
+        "## Gain over mean aggregation (honest upload, no DP), PSNR mean, paired by seed",
         "",
         "The seed claims robust aggregation or client DP raise reconstruction quality by 10-15%.",
         "",
-        "| data | aggregator | DP noise | upload | PSNR mean | reference | gain |",
-        "|---|---|---|---|---:|---:|---:|",
+        "| data | aggregator | DP noise | upload | gain (95% CI) | seeds >= +10% |",
+        "|---|---|---|---|---:|---:|",
     ]
     lines += [
         f"| {g['dataset']} | {g['aggregator']} | {g['dp_noise'] or 'off'} | {g['upload']} "
-        f"| {g['value']:.2f} | {g['reference']:.2f} | {g['gain']:+.1%} |"
+        f"| {g['gain']:+.1%} ± {g['gain_ci']:.1%} | {g['seeds_at_10pct']}/{g['seeds']} |"
         for g in gains
     ]
     return "\n".join(lines) + "\n"
@@ -105,12 +105,23 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--datasets", default=",".join(cc.DATASETS))
     p.add_argument(
+        "--rewrite",
+        metavar="NAME",
+        default=None,
+        help="rewrite results/NAME.{json,md} from the runs already in NAME.json (no figure)",
+    )
+    p.add_argument(
         "--trained",
         action="store_true",
         help="a better-trained global model (1000 images x 5 epochs): mean and Krum, no DP",
     )
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.rewrite:
+        old = json.loads((RESULTS / f"{args.rewrite}.json").read_text())
+        settings = cc.CuriousSettings(**old["settings"])
+        write(args.rewrite, old["runs"], None, settings, old["meta"]["seconds"])
+        return
     settings = cc.CuriousSettings()
     datasets = [d for d in args.datasets.split(",") if d]
     if "fashion-mnist" in datasets and system_dir("fashion-mnist") is None:
@@ -150,7 +161,7 @@ def main() -> None:
 
 def write(name, rows, examples, settings, seconds) -> None:
     summary = cc.summarize(rows)
-    gains = cc.gain_over_mean(summary)
+    gains = cc.paired_gains(rows)
     meta = {
         "cells": len(rows),
         "seeds": len({r["seed"] for r in rows}),
@@ -167,7 +178,8 @@ def write(name, rows, examples, settings, seconds) -> None:
     }
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str))
     (RESULTS / f"{name}.md").write_text(markdown(summary, gains, settings, meta))
-    figure(examples, RESULTS / f"{name}.png")
+    if examples is not None:
+        figure(examples, RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":

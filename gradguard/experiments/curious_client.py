@@ -289,24 +289,36 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def gain_over_mean(summary: list[dict], key: str = "psnr_mean") -> list[dict]:
-    """Each cell's ``key`` relative to the mean aggregator, honest upload, no DP (same data
-    set): the seed's claim is a gain of 10-15%."""
+def paired_gains(rows: list[dict], key: str = "psnr_mean") -> list[dict]:
+    """Per cell, the gain of ``key`` over the mean aggregator with an honest upload and no
+    DP on the same data set and seed (paired), as mean and 95% t-interval over seeds, and
+    how many seeds reach the seed paper's +10%."""
     ref = {
-        e["dataset"]: e[key]
-        for e in summary
-        if e["aggregator"] == "mean" and e["dp_noise"] is None and e["upload"] == "honest"
+        (r["dataset"], r["seed"]): r[key]
+        for r in rows
+        if r["aggregator"] == "mean" and r["dp_noise"] is None and r["upload"] == "honest"
     }
-    return [
-        {
-            **{k: e[k] for k in ("dataset", "aggregator", "dp_noise", "upload")},
-            "value": e[key],
-            "reference": ref[e["dataset"]],
-            "gain": e[key] / ref[e["dataset"]] - 1,
-        }
-        for e in summary
-        if e["dataset"] in ref
-    ]
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        if (r["dataset"], r["seed"]) in ref:
+            k = (r["dataset"], r["aggregator"], r["dp_noise"], r["upload"])
+            groups.setdefault(k, []).append(r[key] / ref[(r["dataset"], r["seed"])] - 1)
+    out = []
+    for (d, a, s, u), gains in groups.items():
+        m, h = confidence(gains)
+        out.append(
+            {
+                "dataset": d,
+                "aggregator": a,
+                "dp_noise": s,
+                "upload": u,
+                "gain": m,
+                "gain_ci": h,
+                "seeds_at_10pct": sum(g >= 0.10 for g in gains),
+                "seeds": len(gains),
+            }
+        )
+    return out
 
 
 def with_settings(settings: CuriousSettings, **changes) -> CuriousSettings:

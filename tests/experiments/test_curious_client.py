@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from gradguard.experiments.curious_client import confidence, contributors, gain_over_mean
+from gradguard.experiments.curious_client import confidence, contributors, paired_gains
 from gradguard.fl.aggregate import aggregate
 
 
@@ -27,22 +27,19 @@ def test_contributors_name_the_update_krum_returns_and_multikrum_averages():
     assert contributors("median", v, 1) == [0, 1, 2, 3, 4]
 
 
-def test_gain_is_relative_to_mean_aggregation_with_an_honest_upload_and_no_dp():
-    summary = [
-        {
+def test_gain_is_paired_with_mean_aggregation_honest_upload_no_dp_on_the_same_seed():
+    def row(aggregator, seed, psnr):
+        return {
             "dataset": "d",
-            "aggregator": "mean",
+            "aggregator": aggregator,
             "dp_noise": None,
             "upload": "honest",
-            "psnr_mean": 10.0,
-        },
-        {
-            "dataset": "d",
-            "aggregator": "krum",
-            "dp_noise": None,
-            "upload": "flip",
-            "psnr_mean": 11.5,
-        },
-    ]
-    gains = {g["aggregator"]: g["gain"] for g in gain_over_mean(summary)}
-    assert gains["mean"] == 0.0 and math.isclose(gains["krum"], 0.15)
+            "seed": seed,
+            "psnr_mean": psnr,
+        }
+
+    rows = [row("mean", 0, 10.0), row("mean", 1, 20.0), row("krum", 0, 11.5), row("krum", 1, 21.0)]
+    gains = {g["aggregator"]: g for g in paired_gains(rows)}
+    assert gains["mean"]["gain"] == 0.0
+    assert math.isclose(gains["krum"]["gain"], (0.15 + 0.05) / 2)
+    assert gains["krum"]["seeds_at_10pct"] == 1 and gains["krum"]["seeds"] == 2
