@@ -9,13 +9,16 @@ from pathlib import Path
 
 from gradguard.attacks import ATTACKS
 from gradguard.bench import attack_round
+from gradguard.cli import curious_client as curious_cli
 
 WIDTH_OPTIONS = ("bins", "neurons")  # options that set a layer's width
 MAX_WIDTH = 65536
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", metavar="NAME", help=f"the attack: {', '.join(ATTACKS)}")
+    parser.add_argument(
+        "name", metavar="NAME", help=f"the attack: {', '.join(ATTACKS)}, {curious_cli.NAME}"
+    )
     parser.add_argument(
         "--dataset",
         default="digits",
@@ -74,11 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write a PNG grid: originals above reconstructions",
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    curious_cli.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from gradguard.cli import check_number, check_output_dir, check_output_file, usage_error
 
+    if args.name == curious_cli.NAME:  # a client attacking its peers: its own runner
+        return curious_cli.run(args)
     if args.name not in ATTACKS:
         raise usage_error(f"unknown attack {args.name!r}; valid: {', '.join(ATTACKS)}")
     for flag, value in (
