@@ -18,6 +18,7 @@ ATTACKS: dict[str, str] = {
     "curious": "gradguard.attacks.server.curious:Curious",
     "fishing-class": "gradguard.attacks.server.fishing:ClassFishing",
     "fishing-feature": "gradguard.attacks.server.fishing:FeatureFishing",
+    "seer": "gradguard.attacks.server.seer:Seer",
     "dlg": "gradguard.attacks.inversion.dlg:DLG",
     "idlg": "gradguard.attacks.inversion.dlg:IDLG",
     "inverting-gradients": "gradguard.attacks.inversion.inverting:InvertingGradients",
