@@ -21,6 +21,7 @@ from gradguard.data import train_test
 from gradguard.experiments.harness import markdown_table, write_results
 from gradguard.experiments.seer import (
     detection_rows,
+    erode,
     evaluate_parts,
     probability_table,
 )
@@ -80,15 +81,12 @@ def figure(n: int = 8) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default="main,fedavg,mode,detect,prob,figure")
+    ap.add_argument("--parts", default="main,fedavg,mode,erosion,detect,prob,figure")
     ap.add_argument("--batches", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(1)
     parts = set(args.parts.split(","))
-    path = RESULTS / "seer.json"
-    payload = json.loads(path.read_text()) if path.is_file() else {}
-    payload.pop("name", None)
-    payload.pop("environment", None)
+    payload: dict = {}
     n = args.batches
     if "main" in parts:
         payload["norms"] = [{**score(m, n), **training_log(m)} for m in NORMS if trained(m)]
@@ -98,10 +96,23 @@ def main() -> None:
         payload["mode"] = [
             score(m, n, mode=md) for m in NORMS if trained(m) for md in ("train", "eval")
         ]
+    if "erosion" in parts and trained("batch"):
+        payload["erosion"] = []
+        for rounds in (0, 1, 2, 5, 10, 20):
+            model = load_seer(SeerConfig(norm="batch", batch_size=16))
+            erode(model, rounds)
+            aux, held_out = train_test("digits")
+            row = evaluate_parts(model, held_out, aux, n_batches=n, seed=0)
+            payload["erosion"].append({"honest_rounds": rounds, **row})
+            print(json.dumps(payload["erosion"][-1]), flush=True)
     if "prob" in parts:
         payload["probability"] = probability_table()
     if "figure" in parts:
         figure()
+    # Parts may run as parallel processes: merge into what the file holds now.
+    path = RESULTS / "seer.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    payload = {**{k: v for k, v in previous.items() if k not in ("name", "environment")}, **payload}
     md = ["# SEER on digits (issue 11)\n"]
     if payload.get("norms"):
         md += ["## Norms, batch 16, FedSGD, client in training mode\n"]
@@ -180,6 +191,22 @@ def main() -> None:
                         r["extreme_simulated"],
                     ]
                     for r in payload["probability"]
+                ],
+            )
+        ]
+    if payload.get("erosion"):
+        md += ["\n## Erosion: honest FedSGD rounds (4 clients x 16, lr 0.05) before the attack\n"]
+        md += [
+            markdown_table(
+                ["honest rounds", "PSNR (dB)", "identified", "constant guess (dB)"],
+                [
+                    [
+                        r["honest_rounds"],
+                        r["psnr_mean"],
+                        r["identified_fraction"],
+                        r["baseline_psnr"],
+                    ]
+                    for r in payload["erosion"]
                 ],
             )
         ]

@@ -88,14 +88,16 @@ def main() -> None:
     ap.add_argument("--eval-batches", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="start from the weights file")
+    ap.add_argument("--weights", type=Path, default=None, help="write here, not the default")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
 
     cfg = SeerConfig(norm=args.norm, batch_size=args.batch_size, prop=args.prop)
     parts = SeerParts(cfg)
-    if args.resume and cfg.weights_file.is_file():
-        parts.load_weights(cfg.weights_file)
+    weights = args.weights or cfg.weights_file
+    if args.resume and weights.is_file():
+        parts.load_weights(weights)
     aux, held_out = train_test("digits")
     params = list(parts.model.parameters()) + list(parts.decoder.parameters())
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -132,13 +134,16 @@ def main() -> None:
             print(json.dumps(entry), flush=True)
             if scores["psnr_mean"] > best:
                 best = scores["psnr_mean"]
-                cfg.weights_file.parent.mkdir(parents=True, exist_ok=True)
-                save_state(parts.weights(), cfg.weights_file)
+                weights.parent.mkdir(parents=True, exist_ok=True)
+                save_state(parts.weights(), weights)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"seer_train_{cfg.norm}_b{cfg.batch_size}.json"
+    out = (
+        RESULTS
+        / f"seer_train_{cfg.norm}_b{cfg.batch_size}{'' if args.weights is None else '_' + weights.stem}.json"
+    )
     record = {"config": vars(args), "steps": step, "best_eval_psnr": best, "log": log}
     out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"best held-out psnr {best:.2f} dB after {step} steps -> {cfg.weights_file}")
+    print(f"best held-out psnr {best:.2f} dB after {step} steps -> {weights}")
 
 
 if __name__ == "__main__":

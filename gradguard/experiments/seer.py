@@ -264,3 +264,29 @@ def detection_rows(
             }
         )
     return rows
+
+
+def erode(parts: SeerParts, rounds: int, clients: int = 4, lr: float = 0.05, seed: int = 0) -> None:
+    """``rounds`` honest FedSGD rounds on the SEER model before the attacked one: each round
+    averages ``clients`` gradients of batches of ``cfg.batch_size`` auxiliary images (digits
+    train split) and steps at ``lr``; batch-norm running statistics move as clients report."""
+    aux, _ = train_test("digits")
+    g = torch.Generator().manual_seed(10_000 + seed)
+    b = parts.cfg.batch_size
+    for r in range(rounds):
+        updates = [
+            client_update(
+                parts.model,
+                aux.subset(torch.randperm(len(aux), generator=g)[:b]),
+                seed=r * clients + c,
+            )
+            for c in range(clients)
+        ]
+        state = parts.model.state_dict()
+        with torch.no_grad():
+            for k in state:
+                if state[k].is_floating_point():
+                    deltas = [u.as_delta()[k] for u in updates if k in u.as_delta()]
+                    if deltas:
+                        state[k] += torch.stack(deltas).mean(0)
+        parts.model.load_state_dict(state)
