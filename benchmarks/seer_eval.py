@@ -44,11 +44,17 @@ def score(norm: str, n: int, **kw) -> dict:
 
 
 def training_log(norm: str) -> dict:
-    path = RESULTS / f"seer_train_{norm}_b16.json"
-    if not path.is_file():
-        return {}
-    log = json.loads(path.read_text())
-    return {"train_steps": log["steps"], "train_minutes": log["config"]["minutes"]}
+    """Steps (of 32 batches) and minutes over both training phases (25 + 10 min)."""
+    logs = [RESULTS / f"seer_train_{norm}_b16{s}.json" for s in ("_phase1", "")]
+    logs = [json.loads(p.read_text()) for p in logs if p.is_file()]
+    return {
+        "train_steps": sum(log["steps"] for log in logs),
+        "train_minutes": sum(log["config"]["minutes"] for log in logs),
+    }
+
+
+def f2(v: float) -> str:
+    return f"{v:.2f}"
 
 
 def figure(n: int = 8) -> Path:
@@ -130,10 +136,10 @@ def main() -> None:
                 [
                     [
                         r["norm"],
-                        r["psnr_mean"],
-                        r["psnr_std"],
+                        f2(r["psnr_mean"]),
+                        f2(r["psnr_std"]),
                         r["identified_fraction"],
-                        r["baseline_psnr"],
+                        f2(r["baseline_psnr"]),
                         r["n_batches"],
                         r.get("train_steps", ""),
                     ]
@@ -147,7 +153,12 @@ def main() -> None:
             markdown_table(
                 ["local steps", "PSNR (dB)", "identified", "constant guess (dB)"],
                 [
-                    [r["local_steps"], r["psnr_mean"], r["identified_fraction"], r["baseline_psnr"]]
+                    [
+                        r["local_steps"],
+                        f2(r["psnr_mean"]),
+                        r["identified_fraction"],
+                        f2(r["baseline_psnr"]),
+                    ]
                     for r in payload["fedavg"]
                 ],
             )
@@ -163,9 +174,9 @@ def main() -> None:
                     [
                         r["norm"],
                         r["mode"],
-                        r["psnr_mean"],
+                        f2(r["psnr_mean"]),
                         r["identified_fraction"],
-                        r["baseline_psnr"],
+                        f2(r["baseline_psnr"]),
                     ]
                     for r in payload["mode"]
                 ],
@@ -202,9 +213,9 @@ def main() -> None:
                 [
                     [
                         r["honest_rounds"],
-                        r["psnr_mean"],
+                        f2(r["psnr_mean"]),
                         r["identified_fraction"],
-                        r["baseline_psnr"],
+                        f2(r["baseline_psnr"]),
                     ]
                     for r in payload["erosion"]
                 ],
