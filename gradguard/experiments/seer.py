@@ -152,6 +152,7 @@ def run_cli(args: Any) -> int:
         raise usage_error("n_batches must be an integer") from None
     if not 1 <= n_batches <= 100_000 or args.local_steps < 1 or not args.lr > 0:
         raise usage_error("need 1 <= n_batches <= 100000, --local-steps >= 1, --lr > 0")
+    torch.set_num_threads(1)  # tiny tensors: more threads only contend
     result = evaluate(
         norm=args.norm or "batch",
         batch_size=args.batch_size,
