@@ -87,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
         return curious_cli.run(args)
     if args.name not in ATTACKS:
         raise usage_error(f"unknown attack {args.name!r}; valid: {', '.join(ATTACKS)}")
+    if args.name == "seer":  # a learned attack: scored over many held-out batches
+        from gradguard.experiments.seer import run_cli
+
+        return run_cli(args)
     for flag, value in (
         ("--batch-size", args.batch_size),
         ("--clients", args.clients),
