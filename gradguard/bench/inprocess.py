@@ -14,7 +14,7 @@ from torch import nn
 from gradguard.bench.campaign import Campaign
 from gradguard.bench.records import RoundReport, RunResult, VerdictRecord
 from gradguard.bench.scenario import Scenario
-from gradguard.bench.setup import build, guarded_clients, make_attack, make_guard
+from gradguard.bench.setup import build, guarded_clients, make_campaign, make_guard
 from gradguard.detect.breakdown import detector_breakdown, exposure_counts
 from gradguard.fl import Client, Federation, FederationConfig, ServerHook, Update
 from gradguard.fl.guarded import ClientGuard
@@ -95,14 +95,7 @@ def run_inprocess(
     campaign = None
     hook = ServerHook()
     if attacked:
-        campaign = Campaign(
-            make_attack(sc),
-            sc.attack_rounds,
-            sc.targets,
-            setup.aux,
-            truth={i: p.x for i, p in enumerate(setup.parts)},
-            threshold_db=sc.threshold_db,
-        )
+        campaign = make_campaign(sc, setup)
         hook = CampaignServer(
             campaign, list(range(sc.clients)), sum(len(p) for p in setup.parts), sc.lr
         )

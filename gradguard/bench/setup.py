@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from gradguard.attacks import ServerAttack, get_attack
+from gradguard.bench.campaign import Campaign
 from gradguard.bench.scenario import Scenario
 from gradguard.data import Dataset, partition, train_test
 from gradguard.detect import Guard, GuardConfig
@@ -46,6 +47,19 @@ def build(sc: Scenario) -> Setup:
 
 def make_attack(sc: Scenario) -> ServerAttack:
     return get_attack(sc.attack, batch_size=sc.batch_size, **dict(sc.attack_options))
+
+
+def make_campaign(sc: Scenario, setup: Setup) -> Campaign:
+    """The scenario's malicious server: its attack, rounds and targets, scored against the
+    clients' true images."""
+    return Campaign(
+        make_attack(sc),
+        sc.attack_rounds,
+        sc.targets,
+        setup.aux,
+        truth={i: p.x for i, p in enumerate(setup.parts)},
+        threshold_db=sc.threshold_db,
+    )
 
 
 def guard_settings(sc: Scenario) -> dict[str, Any]:

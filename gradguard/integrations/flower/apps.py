@@ -32,10 +32,15 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from gradguard.bench.campaign import Campaign
 from gradguard.bench.records import RunResult, result_to_dict
 from gradguard.bench.scenario import Scenario
-from gradguard.bench.setup import Setup, build, guard_settings, guarded_clients, make_attack
+from gradguard.bench.setup import (
+    Setup,
+    build,
+    guard_settings,
+    guarded_clients,
+    make_campaign,
+)
 from gradguard.errors import GradguardError
 from gradguard.fl import local_update
 from gradguard.integrations.flower.mod import GuardMod, arrays_to_state
@@ -163,18 +168,7 @@ def server_app(
         guard_spec = guarded if guarded is not None else cfg.get("guarded", "none")
         setup = build(sc)
         partition_of = discover_partitions(grid, sc.clients)
-        campaign = (
-            Campaign(
-                make_attack(sc),
-                sc.attack_rounds,
-                sc.targets,
-                setup.aux,
-                truth={i: p.x for i, p in enumerate(setup.parts)},
-                threshold_db=sc.threshold_db,
-            )
-            if attack_on
-            else None
-        )
+        campaign = make_campaign(sc, setup) if attack_on else None
         strategy = MaliciousFedAvg(
             copy.deepcopy(setup.model),
             campaign,

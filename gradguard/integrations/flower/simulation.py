@@ -128,15 +128,15 @@ def simulate(server, client, clients: int, run_config: Mapping[str, Any] | None 
     from flwr.simulation.run_simulation import _run_simulation
     from flwr.supercore.telemetry import EventType
 
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
+    kw = {
+        "num_supernodes": clients,
+        "exit_event": EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+        "client_app": client,
+        "server_app": server,
+        "backend_config": {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+    }
     if run_config is None:
-        _run_simulation(
-            num_supernodes=clients,
-            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            client_app=client,
-            server_app=server,
-            backend_config=backend,
-        )
+        _run_simulation(**kw)
         return
     # Flower 1.41's Python API gives clients an empty run config; its app-directory path
     # reads one from the app's pyproject.toml, as `flwr run` does.
@@ -144,15 +144,7 @@ def simulate(server, client, clients: int, run_config: Mapping[str, Any] | None 
 
     with tempfile.TemporaryDirectory(prefix="gradguard-sim-") as folder:
         write_app(Path(folder), dict(run_config))
-        _run_simulation(
-            num_supernodes=clients,
-            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            client_app=client,
-            server_app=server,
-            backend_config=backend,
-            app_dir=folder,
-            is_app=True,
-        )
+        _run_simulation(**kw, app_dir=folder, is_app=True)
 
 
 @contextlib.contextmanager

@@ -37,7 +37,6 @@ from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 from nvflare.app_common.workflows.model_controller import ModelController
 
-from gradguard.bench.campaign import Campaign
 from gradguard.bench.records import (
     RoundReport,
     RunResult,
@@ -46,7 +45,7 @@ from gradguard.bench.records import (
     result_to_dict,
 )
 from gradguard.bench.scenario import Scenario
-from gradguard.bench.setup import Setup, build, guarded_clients, make_attack
+from gradguard.bench.setup import Setup, build, guarded_clients, make_campaign
 
 _SETUPS: dict[Scenario, Setup] = {}
 TASK_REQUEST_INTERVAL_S = 0.2
@@ -151,18 +150,7 @@ class MaliciousController(ModelController):
 
         start = time.perf_counter()
         sc, setup = _setup(self.scenario)
-        campaign = (
-            Campaign(
-                make_attack(sc),
-                sc.attack_rounds,
-                sc.targets,
-                setup.aux,
-                truth={i: p.x for i, p in enumerate(setup.parts)},
-                threshold_db=sc.threshold_db,
-            )
-            if self.attacked
-            else None
-        )
+        campaign = make_campaign(sc, setup) if self.attacked else None
         model = copy.deepcopy(setup.model)
         reports = []
         for rnd in range(1, sc.rounds + 1):
