@@ -48,6 +48,10 @@ FLOORS = {
     "exposure.silencing": 2.0,
     "exposure.rise": 0.1,
     "exposure.head_collapse": 0.3,
+    # lone units per sample: honest layers isolate a sample now and then
+    "exposure.lone16": 1.0,
+    "exposure.lone32": 0.5,
+    "exposure.lone64": 0.25,
 }
 
 

@@ -50,6 +50,12 @@ DEFAULTS: dict[str, float] = {
     # 1 - effective rank / (C - 1) of the head's centred rows (honest max 0.234)
     "exposure.head_collapse": 0.469,
     "exposure.strict_fraction": 0.05,  # policy "strict": own exposure above this abstains
+    # units live for one sample alone, per sample (each counted <= 4), in sub-batches of 16,
+    # 32 and 64 of the probe; a flag also needs 2x a fresh init of the client's architecture
+    # (trap weights; issue 8). Honest max 1.28, 0.484, 0.234 (calibration part)
+    "exposure.lone16": 2.57,
+    "exposure.lone32": 0.969,
+    "exposure.lone64": 0.469,
 }
 
 # Fixed parameters of the statistics (not decision thresholds).

@@ -93,10 +93,10 @@ def test_disguised_partial_imprint_leaks_passes_forensics_and_is_flagged(honest,
     assert any(f.check == "exposure.pairs" and f.flagged for f in v.findings)
 
 
-def test_trap_rows_with_binomial_sign_counts_are_flagged_against_the_last_model(digits):
-    """Honest models reach every level of single-row exposure, so on first contact the
-    exposure is reported, not called tampering; against the model the client accepted last
-    round, the rise is."""
+def test_trap_rows_with_binomial_sign_counts_are_flagged_on_first_contact(digits):
+    """Trap rows fire for one sample alone several times per sample (honest layers: under
+    0.24 per sample at batch 64), so the lone-unit rate flags them with no previous model; against the
+    model the client accepted last round, the rise flags them too."""
     _, local, aux = digits
     m = trained_mlp(digits[0], width=300)
     bad, _ = get_attack("curious", neurons=300).manipulate(m, aux)
@@ -111,7 +111,10 @@ def test_trap_rows_with_binomial_sign_counts_are_flagged_against_the_last_model(
             row[idx] = -row[idx]
     assert not get_detector("forensics").inspect(bad.state_dict(), Context(m, local)).malicious
     first = audit(bad, m, local)
-    assert not first.malicious and first.metadata["exposure"]["exposed"] >= 32
+    assert first.malicious and first.metadata["exposure"]["exposed"] >= 32
+    assert any(f.check.startswith("exposure.lone") and f.flagged for f in first.findings)
+    honest_first = audit(m, m, local)
+    assert not honest_first.malicious
     v = audit(bad, m, local, previous={k: t.detach() for k, t in m.state_dict().items()})
     assert v.malicious and v.metadata["exposure"]["rise"] >= 0.25
 
