@@ -95,8 +95,8 @@ def test_disguised_partial_imprint_leaks_passes_forensics_and_is_flagged(honest,
 
 def test_trap_rows_with_binomial_sign_counts_are_flagged_on_first_contact(digits):
     """Trap rows fire for one sample alone several times per sample (honest layers: under
-    0.24 per sample at batch 64), so the lone-unit rate flags them with no previous model; against the
-    model the client accepted last round, the rise flags them too."""
+    0.24 per sample at batch 64), so the lone-unit rate flags them with no previous model;
+    against the model the client accepted last round, the rise flags them too."""
     _, local, aux = digits
     m = trained_mlp(digits[0], width=300)
     bad, _ = get_attack("curious", neurons=300).manipulate(m, aux)
