@@ -173,39 +173,35 @@ def _capture(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor, 
     return out, logits.detach()
 
 
-def lone_rate(g: torch.Tensor, cap: int = LONE_CAP) -> float:
-    """Units live for exactly one of the ``N`` samples, per sample, each sample counted at
-    most ``cap`` times (``g``: N x K output gradients).
+def lone_rates(g: torch.Tensor, sizes: tuple[int, ...] = LONE_BATCHES) -> dict[int, float]:
+    """Units live for exactly one sample of a batch, per sample, each sample counted at most
+    ``LONE_CAP`` times, at each batch size of ``sizes`` the probe holds (mean over disjoint
+    sub-batches; ``g``: N x K output gradients of the probe).
 
     A unit is live for a sample when its output gradient there is nonzero, relative to the
-    unit's own largest (so rescaling a unit's downstream weights cannot hide it). A unit
-    live for one sample alone returns that sample exactly (``dW_i / db_i``, seed 000
-    A.1.1): trap weights (Boenisch et al.) tune every row to fire for about one sample of a
-    batch of the expected size, so each sample of the batch is isolated by several rows;
-    honest layers isolate a sample now and then, by chance.
+    unit's own largest on the probe (so rescaling a unit's downstream weights cannot hide
+    it). A unit live for one sample alone returns that sample exactly (``dW_i / db_i``, seed
+    000 A.1.1): trap weights (Boenisch et al.) tune every row to fire for about one sample
+    of a batch of the size they expect, so each sample is isolated by several rows; honest
+    layers isolate a sample now and then, by chance. The per-sample gradients of a probe in
+    evaluation mode do not depend on which samples share its batch, so one pass gives every
+    smaller batch: an attacker tunes its rows to the client's real batch size, which the
+    audit need not know.
     """
-    n = g.shape[0]
+    n, k = g.shape
     a = g.abs()
-    top = a.amax(0)
-    live = a > SILENT * top
-    lone = (live.sum(0) == 1) & (top > 0)
-    if n == 0 or not bool(lone.any()):
-        return 0.0
-    owner = live[:, lone].float().argmax(0)
-    return float(torch.bincount(owner, minlength=n).clamp(max=cap).sum()) / n
-
-
-def lone_rates(g: torch.Tensor, sizes: tuple[int, ...] = LONE_BATCHES) -> dict[int, float]:
-    """:func:`lone_rate` at each batch size of ``sizes`` the probe holds (mean over disjoint
-    sub-batches): the per-sample gradients of a probe in evaluation mode do not depend on
-    which samples share its batch, so one pass gives every smaller batch. An attacker tunes
-    its rows to the client's real batch size, which the audit need not know."""
-    n = g.shape[0]
+    live = (a > SILENT * a.amax(0)).float()
     out = {}
     for size in sizes:
-        if size <= n:
-            parts = [g[i : i + size] for i in range(0, n - size + 1, size)]
-            out[size] = sum(lone_rate(p) for p in parts) / len(parts)
+        parts = n // size
+        if parts == 0 or k == 0:
+            continue
+        b = live[: parts * size].reshape(parts, size, k)
+        lone = (b.sum(1) == 1).float()  # parts x K: units live for one sample alone
+        # the live sample's index where a unit is lone (0 elsewhere: it adds nothing there)
+        owner = (torch.einsum("psk,s->pk", b, torch.arange(size, dtype=b.dtype)) * lone).long()
+        counts = torch.zeros(parts, size).scatter_add_(1, owner, lone)
+        out[size] = float(counts.clamp(max=LONE_CAP).sum()) / (parts * size)
     return out
 
 
@@ -268,13 +264,16 @@ def layer_exposure(
     x, g = x.flatten(1).float(), g.float()
     n, d = x.shape
     result = LayerExposure(name, best_db=[-math.inf] * n, lone=lone_rates(g))
-    lo, hi = float(x.min()), float(x.max())
-    peak = float(g.abs().max()) if g.numel() else 0.0
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    magnitude = g.abs()
+    unit_peak = magnitude.amax(0) if g.numel() else torch.zeros(0)
+    peak = float(unit_peak.max()) if g.numel() else 0.0
     if hi - lo <= 0 or peak == 0:
         return result
-    g = g[:, g.abs().amax(0) > SILENT * peak]
+    loud = unit_peak > SILENT * peak
+    g, magnitude = g[:, loud], magnitude[:, loud]
     units = g.shape[1]
-    active = g.abs() > SILENT * peak
+    active = magnitude > SILENT * peak
     pairs = _neighbours(active, g, k)
     gi, gj = g[:, pairs[:, 0]], g[:, pairs[:, 1]]
     lam = (gi * gj).sum(0) / (gj * gj).sum(0).clamp_min(1e-30)
