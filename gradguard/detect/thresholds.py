@@ -22,6 +22,9 @@ DEFAULTS: dict[str, float] = {
     "health.max_abs": 1e6,  # largest |value| of the state
     # mean |logit| / largest spread across local inputs, with one class predicted for all
     "health.collapse": 100.0,
+    # a collapsed output with a head this collapsed is class fishing, not divergence (as
+    # exposure.head_collapse; diverged corpus models that collapse: at most 0.30)
+    "health.head_collapse": 0.469,
     # architecture: largest |value| a float entry may hold before the model is unverifiable
     "architecture.max_abs": 1e6,
     # transmit-SNR of first-conv filters (anchors: benign < 1, Dirac ~1e6; honest corpus
