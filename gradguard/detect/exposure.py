@@ -34,6 +34,7 @@ model's exposure on the same probe. ``strict`` also flags the client's own expos
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Mapping
@@ -58,6 +59,15 @@ from gradguard.detect.thresholds import resolve
 
 #: Units whose output gradient is below this fraction of the layer's largest are silent.
 SILENT = 1e-7
+#: A sample counts at most this many times in the lone-unit rate: once it is isolated, more
+#: units isolating it expose nothing new (and a few outlier samples cannot inflate the rate).
+LONE_CAP = 4
+#: Batch sizes at which the lone-unit rate is read (those the probe holds); none below 16:
+#: in smaller batches an honest unit firing for half the samples is alone often, by chance.
+LONE_BATCHES = (16, 32, 64)
+#: The lone-unit rate must also reach this multiple of a fresh initialisation's of the
+#: client's own architecture (wide honest layers isolate more samples by chance).
+FRESH_MARGIN = 2.0
 
 
 @dataclass
@@ -69,6 +79,7 @@ class LayerExposure:
     by_pairs: set[int] = field(default_factory=set)  # exposed by a pair, not by any row
     structured: set[int] = field(default_factory=set)  # by a pair cancelling many samples
     best_db: list[float] = field(default_factory=list)  # per sample, best PSNR
+    lone: dict[int, float] = field(default_factory=dict)  # lone units per sample, by batch
 
     @property
     def exposed(self) -> set[int]:
@@ -94,6 +105,15 @@ class Probe:
     @property
     def most_structured(self) -> LayerExposure | None:
         return max(self.layers, key=lambda e: len(e.structured), default=None)
+
+    def most_lone(self) -> dict[int, tuple[float, str]]:
+        """Per batch size, the largest lone-unit rate of any layer and that layer."""
+        out: dict[int, tuple[float, str]] = {}
+        for e in self.layers:
+            for size, rate in e.lone.items():
+                if rate > out.get(size, (-1.0, ""))[0]:
+                    out[size] = (rate, e.layer)
+        return out
 
 
 def participation(s: torch.Tensor) -> float:
@@ -169,6 +189,38 @@ def _capture(
     return out, logits.detach()
 
 
+def lone_rates(g: torch.Tensor, sizes: tuple[int, ...] = LONE_BATCHES) -> dict[int, float]:
+    """Units live for exactly one sample of a batch, per sample, each sample counted at most
+    ``LONE_CAP`` times, at each batch size of ``sizes`` the probe holds (mean over disjoint
+    sub-batches; ``g``: N x K output gradients of the probe).
+
+    A unit is live for a sample when its output gradient there is nonzero, relative to the
+    unit's own largest on the probe (so rescaling a unit's downstream weights cannot hide
+    it). A unit live for one sample alone returns that sample exactly (``dW_i / db_i``, seed
+    000 A.1.1): trap weights (Boenisch et al.) tune every row to fire for about one sample
+    of a batch of the size they expect, so each sample is isolated by several rows; honest
+    layers isolate a sample now and then, by chance. The per-sample gradients of a probe in
+    evaluation mode do not depend on which samples share its batch, so one pass gives every
+    smaller batch: an attacker tunes its rows to the client's real batch size, which the
+    audit need not know.
+    """
+    n, k = g.shape
+    a = g.abs()
+    live = (a > SILENT * a.amax(0)).float()
+    out = {}
+    for size in sizes:
+        parts = n // size
+        if parts == 0 or k == 0:
+            continue
+        b = live[: parts * size].reshape(parts, size, k)
+        lone = (b.sum(1) == 1).float()  # parts x K: units live for one sample alone
+        # the live sample's index where a unit is lone (0 elsewhere: it adds nothing there)
+        owner = (torch.einsum("psk,s->pk", b, torch.arange(size, dtype=b.dtype)) * lone).long()
+        counts = torch.zeros(parts, size).scatter_add_(1, owner, lone)
+        out[size] = float(counts.clamp(max=LONE_CAP).sum()) / (parts * size)
+    return out
+
+
 def _neighbours(active: torch.Tensor, g: torch.Tensor, k: int) -> torch.Tensor:
     """Candidate pairs (i, j), both orders. Units with the same firing set stand for one
     another (one representative each); for each, the ``k`` representatives whose firing
@@ -227,14 +279,17 @@ def layer_exposure(
     """
     x, g = x.flatten(1).float(), g.float()
     n, d = x.shape
-    result = LayerExposure(name, best_db=[-math.inf] * n)
-    lo, hi = float(x.min()), float(x.max())
-    peak = float(g.abs().max()) if g.numel() else 0.0
+    result = LayerExposure(name, best_db=[-math.inf] * n, lone=lone_rates(g))
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    magnitude = g.abs()
+    unit_peak = magnitude.amax(0) if g.numel() else torch.zeros(0)
+    peak = float(unit_peak.max()) if g.numel() else 0.0
     if hi - lo <= 0 or peak == 0:
         return result
-    g = g[:, g.abs().amax(0) > SILENT * peak]
+    loud = unit_peak > SILENT * peak
+    g, magnitude = g[:, loud], magnitude[:, loud]
     units = g.shape[1]
-    active = g.abs() > SILENT * peak
+    active = magnitude > SILENT * peak
     pairs = _neighbours(active, g, k)
     gi, gj = g[:, pairs[:, 0]], g[:, pairs[:, 1]]
     lam = (gi * gj).sum(0) / (gj * gj).sum(0).clamp_min(1e-30)
@@ -365,6 +420,19 @@ class ExposureAudit:
             "exposure.own",
             doc='policy "strict": own exposure above this abstains',
         ),
+        # units live for one sample alone, per sample (each counted <= 4), in sub-batches of
+        # 16, 32 and 64 of the probe; a flag also needs FRESH_MARGIN x a fresh init of the
+        # client's architecture (trap weights; issue 8). Honest max 1.28, 0.484, 0.234
+        *(
+            Threshold(
+                f"lone{size}",
+                default,
+                f"exposure.lone{size}",
+                floor=floor,
+                doc=f"units firing for one sample alone, per sample, in batches of {size}",
+            )
+            for size, default, floor in ((16, 2.57, 1.0), (32, 0.969, 0.5), (64, 0.469, 0.25))
+        ),
     )
 
     def __init__(
@@ -380,6 +448,7 @@ class ExposureAudit:
         self.batch, self.psnr_db, self.k, self.seed = batch, psnr_db, neighbours, seed
         self.strict = strict
         self._previous: tuple[tuple[int, float], Probe] | None = None
+        self._fresh: tuple[tuple, dict[int, float]] | None = None
 
     def _batch(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         assert ctx.data is not None
@@ -390,6 +459,23 @@ class ExposureAudit:
     def measure(self, state: dict[str, torch.Tensor], ctx: Context) -> Probe:
         x, y = self._batch(ctx)
         return probe(ctx.template, state, x, y, self.psnr_db, self.k, ctx.loss)
+
+    def fresh_lone(self, ctx: Context) -> dict[int, float]:
+        """The lone-unit rate of the client's own architecture freshly initialised (its
+        modules' ``reset_parameters``, seeded), on the same probe; once per template."""
+        key = (id(ctx.template), self.batch, self.seed, len(ctx.data) if ctx.data else 0)
+        if self._fresh is None or self._fresh[0] != key:
+            fresh = copy.deepcopy(ctx.template)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                for m in fresh.modules():
+                    reset = getattr(m, "reset_parameters", None)
+                    if callable(reset):
+                        reset()
+            state = {k: v.detach() for k, v in fresh.state_dict().items()}
+            most = self.measure(state, ctx).most_lone()
+            self._fresh = (key, {size: rate for size, (rate, _) in most.items()})
+        return self._fresh[1]
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
@@ -432,6 +518,25 @@ class ExposureAudit:
                 structured / n >= t["pair_fraction"],
             ),
         ]
+        lonely = p.most_lone()
+        fresh = self.fresh_lone(ctx) if lonely else {}
+        for size, (rate, where) in sorted(lonely.items()):
+            bar = max(t[f"lone{size}"], FRESH_MARGIN * fresh.get(size, 0.0))
+            findings.append(
+                Finding(
+                    f"exposure.lone{size}",
+                    where,
+                    rate,
+                    bar,
+                    f"{rate:.2f} units per sample fire for that sample alone in batches of "
+                    f"{size} (each returns it exactly) where honest layers stay below "
+                    f"{bar:.2f}: rows tuned to fire for one sample of a batch (trap weights)"
+                    if rate >= bar
+                    else f"{rate:.2f} units per sample fire for that sample alone in batches "
+                    f"of {size}",
+                    rate >= bar,
+                )
+            )
         if p.head is not None and f"{p.head}.weight" in received:
             collapse = head_collapse(received[f"{p.head}.weight"])
             findings.append(
@@ -513,6 +618,7 @@ class ExposureAudit:
                 "by_rows": len(worst.by_rows) if worst else 0,
                 "by_pairs": pairs,
                 "structured_pairs": structured,
+                "lone_units": {size: rate for size, (rate, _) in lonely.items()},
                 "speakers": p.speakers,
                 "should_speak": p.should_speak,
                 "top_share": p.top_share,

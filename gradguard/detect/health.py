@@ -19,6 +19,9 @@ by benchmarks/calibrate.py):
 - ``health.constant-output``: on up to ``samples`` local examples (evaluation mode), the
   logits do not vary across inputs (relative spread below ``CONSTANT_SPREAD``; reported
   only when it flags).
+- ``health.fishing-head``: a collapsed output (the two checks below) whose head's centred
+  rows are collapsed too (``health.head_collapse``) is class fishing, named as such
+  (verified, flagged), not divergence.
 - ``health.collapse``: the logits' mean size over their largest spread across those
   examples (how little the output depends on the input); flags only when the model also
   predicts a single class for every example of a local sample that holds several classes.
@@ -32,12 +35,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 from torch.func import functional_call
 
 from gradguard.detect.architecture import peak_abs
 from gradguard.detect.base import Context, Finding, Threshold, Verdict, mismatch, verdict_from
+from gradguard.detect.exposure import head_collapse
+from gradguard.detect.layers import linears
 from gradguard.detect.thresholds import resolve
 
 CONSTANT_SPREAD = 1e-6  # max over classes of std across inputs, relative to the logits' size
@@ -56,6 +62,13 @@ class Health:
             # the output varies by under 1% of its size across inputs
             floor=100.0,
             doc="mean |logit| / largest spread across local inputs, one class predicted for all",
+        ),
+        Threshold(
+            "head_collapse",
+            0.469,
+            "health.fishing-head",
+            doc="a collapsed output with a head this collapsed is class fishing, not divergence "
+            "(as exposure.head_collapse; diverged corpus models that collapse: at most 0.30)",
         ),
     )
 
@@ -104,10 +117,41 @@ class Health:
         if exploded:
             return self._diverged(findings, start)
         if ctx.data is not None and not mismatch(received, ctx.template):
-            findings += self._outputs(received, ctx)
+            outputs = self._outputs(received, ctx)
+            fishing = self._fishing_head(received, ctx, outputs)
+            if fishing is not None:
+                quiet = [replace(f, flagged=False) for f in outputs]
+                return verdict_from(self.name, [*findings, fishing, *quiet], start)
+            findings += outputs
         if any(f.flagged for f in findings):
             return self._diverged(findings, start)
         return verdict_from(self.name, findings, start)
+
+    def _fishing_head(
+        self, received: dict[str, torch.Tensor], ctx: Context, outputs: list[Finding]
+    ) -> Finding | None:
+        """A collapsed output whose cause is the head (its centred rows collapsed onto few
+        class directions, :func:`~gradguard.detect.exposure.head_collapse`) is class fishing,
+        not divergence (Wen et al. 2022): honest models that collapse by divergence keep a
+        spread head (diverged corpus: at most 0.30)."""
+        if not any(f.flagged and f.check != "health.finite" for f in outputs):
+            return None
+        names = linears(ctx.template)
+        weight = received.get(f"{names[-1]}.weight") if names else None
+        if weight is None or weight.ndim != 2:
+            return None
+        collapse = head_collapse(weight)
+        if collapse < self.t["head_collapse"]:
+            return None
+        return Finding(
+            "health.fishing-head",
+            names[-1],
+            collapse,
+            self.t["head_collapse"],
+            f"the output is collapsed by the head, not by divergence: its centred rows keep "
+            f"{(1 - collapse):.0%} of the class directions, so samples the model gets wrong "
+            "are silenced (class fishing)",
+        )
 
     def _outputs(self, received: dict[str, torch.Tensor], ctx: Context) -> list[Finding]:
         assert ctx.data is not None

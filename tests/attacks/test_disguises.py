@@ -65,18 +65,34 @@ def test_adaptive_imprint_leaks_passes_the_signatures_and_the_audit_flags_it(mod
 
 
 @pytest.mark.parametrize("model", ["mlp", "convnet"])
-def test_adaptive_curious_passes_on_first_contact_and_is_flagged_against_the_last_model(model):
-    """Trap rows expose samples one row each, as sparse honest layers do (honest models reach
-    64 of 64): on first contact the default Guard reports the exposure but cannot call it
-    tampering; a client that accepted the honest model last round sees the rise."""
-    opts = adaptive(Curious, model)
+def test_disguised_trap_rows_are_flagged_on_first_contact(model):
+    """Every row a trap, with the signature disguises (binomial signs, honest scale and
+    biases, a blurred pass-through on convnet): it passes the signature checks, and on first
+    contact the default Guard flags the rows that fire for one sample alone."""
+    opts = {**adaptive(Curious, model), "traps": None}
     r = run_attack("curious", dataset="digits", model=model, batch_size=16, neurons=256, **opts)
-    assert r.leaked_fraction >= 0.4
-    verdict = guard_verdict(r, model)
-    assert verdict.verified and not verdict.malicious, verdict.summary()
+    assert r.leaked_fraction >= 0.6
+    assert not guard_verdict(r, model).malicious
     first = default_guard_verdict(r, model)
-    assert not first.malicious and first.metadata["exposure"]["exposed"] >= 16
-    assert default_guard_verdict(r, model, previous=True).malicious
+    assert first.malicious, first.summary()
+    assert any(f.check.startswith("exposure.lone") and f.flagged for f in first.findings)
+
+
+def test_few_trap_rows_among_honest_rows_pass_on_first_contact():
+    """The white-box answer to the lone-unit check: half the rows traps, half honest. At a
+    client batch of 16 it still leaks most of the batch and passes the default Guard, also
+    against the last accepted model (docs/detection.md, what the frontier shows)."""
+    r = run_attack(
+        "curious",
+        dataset="digits",
+        model="mlp",
+        batch_size=16,
+        neurons=256,
+        **adaptive(Curious, "mlp"),
+    )
+    assert r.leaked_fraction >= 0.6
+    assert not default_guard_verdict(r, "mlp").malicious
+    assert not default_guard_verdict(r, "mlp", previous=True).malicious
 
 
 def test_textbook_imprint_is_still_caught():

@@ -93,10 +93,10 @@ def test_disguised_partial_imprint_leaks_passes_forensics_and_is_flagged(honest,
     assert any(f.check == "exposure.pairs" and f.flagged for f in v.findings)
 
 
-def test_trap_rows_with_binomial_sign_counts_are_flagged_against_the_last_model(digits):
-    """Honest models reach every level of single-row exposure, so on first contact the
-    exposure is reported, not called tampering; against the model the client accepted last
-    round, the rise is."""
+def test_trap_rows_with_binomial_sign_counts_are_flagged_on_first_contact(digits):
+    """Trap rows fire for one sample alone several times per sample (honest layers: under
+    0.24 per sample at batch 64), so the lone-unit rate flags them with no previous model;
+    against the model the client accepted last round, the rise flags them too."""
     _, local, aux = digits
     m = trained_mlp(digits[0], width=300)
     bad, _ = get_attack("curious", neurons=300).manipulate(m, aux)
@@ -111,7 +111,10 @@ def test_trap_rows_with_binomial_sign_counts_are_flagged_against_the_last_model(
             row[idx] = -row[idx]
     assert not get_detector("forensics").inspect(bad.state_dict(), Context(m, local)).malicious
     first = audit(bad, m, local)
-    assert not first.malicious and first.metadata["exposure"]["exposed"] >= 32
+    assert first.malicious and first.metadata["exposure"]["exposed"] >= 32
+    assert any(f.check.startswith("exposure.lone") and f.flagged for f in first.findings)
+    honest_first = audit(m, m, local)
+    assert not honest_first.malicious
     v = audit(bad, m, local, previous={k: t.detach() for k, t in m.state_dict().items()})
     assert v.malicious and v.metadata["exposure"]["rise"] >= 0.25
 
@@ -190,3 +193,20 @@ def test_head_collapse_separates_fishing_heads_from_honest_ones():
             r = run_attack(name, "digits", "mlp", batch_size=16, iterations=1, **opts)
             assert head_collapse(r.manipulated.head.weight) >= 0.4, (name, opts)
             assert head_collapse(r.honest.head.weight) < 0.2
+
+
+def test_lone_units_are_counted_per_batch_size_whatever_their_scale():
+    """A unit live for one sample alone counts however small its gradient (an attacker may
+    shrink a trap row's downstream weights); a sample counts at most 4 times; the rate is
+    read at every batch size the probe holds."""
+    from gradguard.detect.exposure import lone_rates
+
+    g = torch.zeros(64, 10)
+    g[3, 0] = 1e-12  # lone for sample 3, tiny
+    g[5, 1:7] = 1.0  # six lone units on sample 5: counted 4 times
+    g[:, 7] = 1.0  # live for every sample: never lone
+    g[20, 8], g[40, 8] = 1.0, 1.0  # lone in each batch of 16 and 32, not in 64
+    rates = lone_rates(g)
+    assert rates[64] == (1 + 4) / 64
+    assert rates[32] == (1 + 4 + 1 + 1) / 64
+    assert rates[16] == (1 + 4 + 1 + 1) / 64

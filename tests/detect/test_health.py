@@ -63,3 +63,22 @@ def test_a_really_diverged_run_is_unverified_not_an_imprint(tmp_path, digits):
     v = _unverified_without_attack(guard, m.state, "diverged")
     assert v.detector == "guard[health]"
     assert m.accuracy < 0.2
+
+
+def test_class_fishing_is_named_not_called_diverged():
+    """The textbook class-fishing head collapses the output too, but through its own rows
+    (one direction kept): the verdict names fishing and stays verified, so the Guard still
+    says what the round would expose."""
+    import copy
+
+    from gradguard.bench.attack_round import run_attack
+    from gradguard.data import train_test
+    from gradguard.detect import Guard, GuardConfig
+
+    r = run_attack("fishing-class", dataset="digits", model="convnet", batch_size=16, iterations=5)
+    local = train_test("digits", limit=300)[0]
+    state = {k: v.detach() for k, v in r.manipulated.state_dict().items()}
+    v = Guard(GuardConfig(), template=copy.deepcopy(r.honest), data=local).check(state)
+    assert v.malicious and v.verified
+    assert any(f.check == "health.fishing-head" and f.flagged for f in v.findings)
+    assert "exposure" in v.metadata

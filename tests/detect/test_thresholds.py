@@ -15,6 +15,8 @@ CALIBRATED: dict[str, float] = {
     "health.max_abs": 1e6,  # largest |value| of the state
     # mean |logit| / largest spread across local inputs, with one class predicted for all
     "health.collapse": 100.0,
+    # a collapsed output with a head this collapsed is class fishing (issue 8)
+    "health.head_collapse": 0.469,
     # architecture: largest |value| a float entry may hold before the model is unverifiable
     "architecture.max_abs": 1e6,
     # transmit-SNR of first-conv filters (anchors: benign < 1, Dirac ~1e6; honest corpus
@@ -43,6 +45,10 @@ CALIBRATED: dict[str, float] = {
     # 1 - effective rank / (C - 1) of the head's centred rows (honest max 0.234)
     "exposure.head_collapse": 0.469,
     "exposure.strict_fraction": 0.05,  # policy "strict": own exposure above this abstains
+    # lone units per sample in batches of 16/32/64 (trap weights; honest max 1.28/0.484/0.234)
+    "exposure.lone16": 2.57,
+    "exposure.lone32": 0.969,
+    "exposure.lone64": 0.469,
 }
 
 # calibrate.py's floors and margins before they moved into the declarations
@@ -63,6 +69,10 @@ FLOORS: dict[str, float] = {
     "exposure.silencing": 2.0,
     "exposure.rise": 0.1,
     "exposure.head_collapse": 0.3,
+    # lone units per sample: honest layers isolate a sample now and then
+    "exposure.lone16": 1.0,
+    "exposure.lone32": 0.5,
+    "exposure.lone64": 0.25,
 }
 MARGINS = {"exposure.exposed_fraction": 1.2}
 

@@ -112,6 +112,8 @@ class Curious(ServerAttack):
       the paper's biases are all zero);
     - ``honest_rows``: that many rows keep the honest model's weights (width = neurons +
       honest_rows; the trap rows sit at random positions);
+    - ``traps``: only that many of the ``neurons`` rows are traps, the others keep the honest
+      weights (fewer rows firing for one sample alone: against ``exposure.lone_rows``);
     - ``pretrain_epochs``: start from a model trained that long on the auxiliary data;
     - ``conv_mix``, ``honest_channels`` (``convnet``): blurred pass-through kernels and
       honest unused channels (:func:`.passthrough.reach_first_linear`).
@@ -124,6 +126,7 @@ class Curious(ServerAttack):
         "sigma": (0.5, "honest"),
         "bias": ("zero", "honest"),
         "honest_rows": (0, 64, 256),
+        "traps": (None, 256, 192, 128),
         "pretrain_epochs": (0, 1, 3),
         "conv_mix": (0.0, 0.5, 0.6, 0.7),
         "honest_channels": (False, True),
@@ -137,6 +140,7 @@ class Curious(ServerAttack):
         "pretrain_epochs": 0,
         "conv_mix": 0.6,
         "honest_channels": True,
+        "traps": 128,
     }
     models = SUPPORTED
     takes_batch_size = True
@@ -163,6 +167,7 @@ class Curious(ServerAttack):
         pretrain_epochs: int = 0,
         conv_mix: float = 0.0,
         honest_channels: bool = False,
+        traps: int | None = None,
     ) -> None:
         if neurons < 1:
             raise GradguardError(f"neurons must be positive, got {neurons}")
@@ -181,6 +186,12 @@ class Curious(ServerAttack):
         if honest_rows < 0 or pretrain_epochs < 0:
             raise GradguardError("honest_rows and pretrain_epochs must be >= 0")
         self.signs, self.bias, self.honest_rows = signs, bias, int(honest_rows)
+        if traps is not None:
+            if not 0 < int(traps) <= neurons:
+                raise GradguardError(f"traps must be in [1, neurons={neurons}], got {traps}")
+            # only ``traps`` of the ``neurons`` rows are traps, the others keep honest weights
+            self.honest_rows += neurons - int(traps)
+            self.neurons = int(traps)
         self.pretrain_epochs, self.conv_mix = int(pretrain_epochs), float(conv_mix)
         self.honest_channels = bool(honest_channels)
 
