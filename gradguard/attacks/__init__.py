@@ -21,6 +21,7 @@ ATTACKS: dict[str, str] = {
     "fishing-class": "gradguard.attacks.server.fishing:ClassFishing",
     "fishing-feature": "gradguard.attacks.server.fishing:FeatureFishing",
     "inconsistency": "gradguard.attacks.server.inconsistency:ModelInconsistency",
+    "loki": "gradguard.attacks.server.loki:Loki",
     "dlg": "gradguard.attacks.inversion.dlg:DLG",
     "idlg": "gradguard.attacks.inversion.dlg:IDLG",
     "inverting-gradients": "gradguard.attacks.inversion.inverting:InvertingGradients",
