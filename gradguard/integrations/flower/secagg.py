@@ -17,14 +17,20 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
-from flwr.common import Context, GetPropertiesIns, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import (
+    Context,
+    FitIns,
+    GetPropertiesIns,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server import LegacyContext, ServerApp, ServerConfig
 from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
@@ -39,7 +45,9 @@ from gradguard.fl.update import Update
 
 @dataclass(frozen=True)
 class SecAggSettings:
-    """``SecAggPlusWorkflow``'s parameters; the defaults are Flower 1.41's."""
+    """``SecAggPlusWorkflow``'s parameters; the defaults are Flower 1.41's. Flower rounds
+    quantised values through int32, so ``quantization_range`` must stay below 2^31.
+    ``clipping_range <= 0``: the attacker's choice, 1.25 x the largest |parameter| it sends."""
 
     clipping_range: float = 8.0
     quantization_range: int = 2**22
@@ -104,9 +112,11 @@ class SecAggCampaignFedAvg(FedAvg):
         models = self.campaign.models_for(server_round, model, pids)
         honest = model.state_dict()
         self.sent = {pid: models[pid].state_dict() if pid in models else honest for pid in pids}
-        for (_proxy, ins), pid in zip(fit, pids, strict=True):
-            ins.parameters = ndarrays_to_parameters(_arrays(self.sent[pid]))
-        return fit
+        # FedAvg hands every client the same FitIns object: each gets its own here
+        return [
+            (proxy, FitIns(ndarrays_to_parameters(_arrays(self.sent[pid])), dict(ins.config)))
+            for (proxy, ins), pid in zip(fit, pids, strict=True)
+        ]
 
     def aggregate_fit(self, server_round, results, failures):
         if not results:
@@ -247,6 +257,10 @@ def attack_through_secagg(
         c: train.subset(order[c * batch_size : (c + 1) * batch_size]) for c in range(clients)
     }
     campaign = Campaign(attack, (1,), None, aux, {c: b.x for c, b in batches.items()})
+    if settings.clipping_range <= 0:
+        sent, _ = attack.manipulate_clients(copy.deepcopy(template), aux, list(batches))
+        largest = max(float(v.abs().max()) for m in sent.values() for v in m.state_dict().values())
+        settings = replace(settings, clipping_range=1.25 * largest)
     campaign.threshold_db = psnr_threshold
     if local_steps == 1:
         training = LocalTraining(batch_size=batch_size, lr=lr, fedsgd=True)
