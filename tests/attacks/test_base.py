@@ -13,11 +13,12 @@ def test_every_registered_attack_declares_the_contract():
         klass = attack_class(name)
         assert issubclass(klass, ServerAttack) and klass.name == name
         assert klass.models is None or set(klass.models) <= {"mlp", "convnet"}
-    assert [n for n in ATTACKS if attack_class(n).per_client] == ["inconsistency"]
+    assert [n for n in ATTACKS if attack_class(n).per_client] == ["inconsistency", "loki"]
     assert [n for n in ATTACKS if attack_class(n).takes_batch_size] == [
         "curious",
         "fishing-feature",
         "inconsistency",  # hands it to its inner attack
+        "loki",  # 4 x batch bins per client
     ]
 
 
