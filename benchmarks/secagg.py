@@ -168,15 +168,16 @@ def markdown(report: dict[str, Any]) -> str:
         "## Flower SecAgg+ (secaggplus_mod + SecAggPlusWorkflow), digits",
         "",
         "| attack | clients x batch | steps | SecAgg+ | clip | quant | leaked (Flower) | "
-        "leaked (in-process) |",
-        "|---|---|---|---|---|---|---|---|",
+        "leaked (in-process) | cosine(aggregate, first client's update) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["flower"]:
         s = r["settings"]
         lines.append(
             f"| {r['label']} | {r['clients']} x {r['batch_size']} | {r['local_steps']} |"
             f" {r['secagg']} | {s['clipping_range']:.3g} | {s['quantization_range']} | "
-            f"{r['leaked_fraction']:.1%} | {r['in_process_leaked_fraction']:.1%} |"
+            f"{r['leaked_fraction']:.1%} | {r['in_process_leaked_fraction']:.1%} | "
+            f"{r.get('aggregate_cosine_to_target')} |"
         )
     lines += [
         "",
@@ -196,8 +197,14 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the JSON")
     args = p.parse_args()
     torch.set_num_threads(1)
+    name = "secagg_quick" if args.quick else "secagg"
+    if args.markdown_only:
+        report = json.loads((RESULTS / f"{name}.json").read_text())
+        (RESULTS / f"{name}.md").write_text(markdown(report))
+        return
     rows = [
         ("loki", "digits", "convnet", 4, 16, 1, {}),
         ("loki", "digits", "convnet", 4, 16, 8, {}),
@@ -222,7 +229,6 @@ def main() -> None:
         fl_rows += [("loki", "convnet", 3, 16, 4, LOKI_SCALE_1, "loki scale 1")]
     report = {"in_process": in_process(rows), "flower": flower(fl_rows), "verdicts": verdicts()}
     RESULTS.mkdir(exist_ok=True)
-    name = "secagg_quick" if args.quick else "secagg"
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
     (RESULTS / f"{name}.md").write_text(markdown(report))
     print(f"wrote {RESULTS / name}.json and .md")

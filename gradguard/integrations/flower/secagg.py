@@ -279,6 +279,20 @@ def attack_through_secagg(
     )
     run_secagg(strategy, template, batches, training, settings, seed=seed)
     leaks = campaign.leaks.get(1, [])
+    aggregate = strategy.aggregates.get(1)
+    cosine = None
+    if aggregate is not None and leaks:
+        # the first reconstructed client's own update, recomputed as it trained
+        c = leaks[0].client_id
+        model = copy.deepcopy(template)
+        model.load_state_dict(strategy.sent[c])
+        own = local_update(model, batches[c], training, torch.Generator().manual_seed(seed + c), c)
+        keys = list(aggregate.values)
+        cosine = float(
+            torch.nn.functional.cosine_similarity(
+                aggregate.flat(keys).double(), own.flat(keys).double(), dim=0
+            )
+        )
     return {
         "attack": attack_name,
         "engine": "flower-secagg+",
@@ -291,7 +305,8 @@ def attack_through_secagg(
         ),
         "leaked": {str(k.client_id): k.leaked for k in leaks},
         "psnr_mean": round(float(np.mean([k.psnr_mean for k in leaks])) if leaks else 0.0, 2),
-        "aggregate": strategy.aggregates.get(1),
+        "aggregate_cosine_to_target": None if cosine is None else round(cosine, 6),
+        "aggregate": aggregate,
         "sent": strategy.sent,
     }
 
