@@ -42,6 +42,9 @@ ATTACKER = {
 }
 #: LOKI at scale 1 (no FedAvg drift compensation): its deltas are large enough for SecAgg+
 LOKI_SCALE_1 = {"tap_scale": 1.0, "imprint_scale": 1.0, "head_scale": 1.0}
+#: LOKI for SecAgg+: imprint rows scaled down 10x, so the clipping range (set by the largest
+#: parameter sent) and with it Flower's float32 + quantisation floor drop 10x
+LOKI_SECAGG = {"tap_scale": 1.0, "imprint_scale": 0.1, "head_scale": 1.0}
 
 
 def in_process(rows: list[tuple]) -> list[dict[str, Any]]:
@@ -226,7 +229,10 @@ def main() -> None:
         ("inconsistency", "mlp", 2, 16, 1, {}, "inconsistency"),
     ]
     if not args.quick:
-        fl_rows += [("loki", "convnet", 3, 16, 4, LOKI_SCALE_1, "loki scale 1")]
+        fl_rows += [
+            ("loki", "convnet", 2, 16, 1, LOKI_SECAGG, "loki secagg scales"),
+            ("loki", "convnet", 3, 16, 4, LOKI_SECAGG, "loki secagg scales"),
+        ]
     report = {"in_process": in_process(rows), "flower": flower(fl_rows), "verdicts": verdicts()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
