@@ -24,11 +24,11 @@ def test_loki_reads_each_client_from_the_secaggplus_aggregate():
         clients=2,
         batch_size=16,
         tap_scale=1.0,
-        imprint_scale=1.0,
+        imprint_scale=0.1,  # the SecAgg+-sized LOKI (docs/secagg.md)
         head_scale=1.0,
     )
     assert r["aggregate"] is not None and set(r["sent"]) == {0, 1}
     # distinct models went out: each client's own channel block
     assert (r["sent"][0]["conv1.weight"] != r["sent"][1]["conv1.weight"]).any()
-    assert r["leaked_fraction"] >= 0.2, r
-    assert all(n >= 2 for n in r["leaked"].values()), r
+    assert r["leaked_fraction"] >= 0.4, r  # 72% measured (in-process 81%)
+    assert all(n >= 4 for n in r["leaked"].values()), r
