@@ -22,6 +22,7 @@ ATTACKS: dict[str, str] = {
     "fishing-feature": "gradguard.attacks.server.fishing:FeatureFishing",
     "inconsistency": "gradguard.attacks.server.inconsistency:ModelInconsistency",
     "seer": "gradguard.attacks.server.seer:Seer",
+    "loki": "gradguard.attacks.server.loki:Loki",
     "dlg": "gradguard.attacks.inversion.dlg:DLG",
     "idlg": "gradguard.attacks.inversion.dlg:IDLG",
     "inverting-gradients": "gradguard.attacks.inversion.inverting:InvertingGradients",

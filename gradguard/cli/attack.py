@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from gradguard.attacks import ATTACKS
+from gradguard.attacks import ATTACKS, attack_class
 from gradguard.bench import attack_round
 from gradguard.cli import curious_client as curious_cli
 
@@ -24,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="digits",
         help="digits (embedded), fashion-mnist, mnist or a path (default: digits)",
     )
-    parser.add_argument("--model", default="mlp", help="model from the zoo (default: mlp)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model from the zoo (default: mlp, or the first model the attack applies to)",
+    )
     parser.add_argument("--norm", default=None, help="norm layers for resnet models")
     parser.add_argument("--batch-size", type=int, default=64, help="client batch (default 64)")
     parser.add_argument(
@@ -103,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     check_number("--psnr-threshold", args.psnr_threshold)
     check_output_file("--save-model", args.save_model)
     check_output_dir("--out", args.out)
+    if args.model is None:
+        models = attack_class(args.name).models
+        args.model = "mlp" if models is None or "mlp" in models else models[0]
     options = attack_options(args)
     result = attack_round.run_attack(
         args.name,

@@ -130,6 +130,18 @@ def test_inconsistency_through_the_secure_sum(capsys):
     assert out["leaked_fraction"] == round(out["leaked"]["0"] / 48, 4)
 
 
+def test_loki_reads_every_client_from_the_secure_sum(capsys):
+    """``gradguard attack loki --clients N --local-steps E``: convnet by default, one block
+    per client (``--clients`` sizes it), images of every client from the secure sum."""
+    argv = ["attack", "loki", "--clients", "3", "--batch-size", "8", "--local-steps", "2"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "convnet" and out["clients"] == 3
+    assert set(out["leaked"]) == {"0", "1", "2"} and min(out["leaked"].values()) >= 2
+    assert out["leaked_fraction"] == round(sum(out["leaked"].values()) / 24, 4)
+    assert out["leaked_fraction"] >= 0.5
+
+
 def test_every_attack_takes_its_options_one_way(capsys):
     assert main(["attack", "imprint", "--batch-size", "8", "--option", "bins=64", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["leaked_fraction"] > 0
