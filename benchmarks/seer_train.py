@@ -189,7 +189,7 @@ def main() -> None:
     suffix = "" if args.weights is None else "_" + weights.stem
     out = RESULTS / f"seer_train_{cfg.norm}_b{cfg.batch_size}{suffix}.json"
     record = {"config": vars(args), "steps": step, "best_eval_psnr": best, "log": log}
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    out.write_text(json.dumps(record, indent=1, default=str) + "\n")
     print(f"best validation psnr {best:.2f} dB after {step} steps -> {weights}")
 
 
