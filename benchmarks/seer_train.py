@@ -6,10 +6,14 @@
 Each step draws a batch of the attacker's auxiliary data (the digits train split), computes
 the client's cross-entropy gradient of the read layers with ``create_graph=True``, decodes
 it, and takes an Adam step on model and decoder together against the MSE to the batch's
-property image (SEER, section 3; the seed paper, section 4). Every ``--eval-every`` steps the
-held-out PSNR (digits test split, client in training mode) is logged; the best state is
-written to the committed weights file (safetensors), the log to
-``benchmarks/results/seer_train_<norm>_b<B>.json``.
+property image (SEER, section 3; the seed paper, section 4). A seeded ``--val-fraction`` of
+the train split is held out as a validation split (never trained on); every ``--eval-every``
+steps (and before the first, so a resumed run keeps its start unless it improves) the
+validation PSNR (client in training mode) is logged and the best state is written to the
+committed weights file (safetensors), the log to
+``benchmarks/results/seer_train_<norm>_b<B>.json``. The test split is never looked at here:
+``benchmarks/seer_eval.py`` scores the selected weights on it. With ``--val-fraction 0``
+nothing is selected: the whole train split is trained on and the last state is written.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_, vmap
 
 from gradguard.attacks.server.seer import READ, SeerConfig, SeerParts, property_index
-from gradguard.data import train_test
+from gradguard.data import Dataset, train_test
 from gradguard.experiments.seer import evaluate_parts
 from gradguard.models.io import save_state
 
@@ -75,6 +79,30 @@ def calibrate_running_stats(parts: SeerParts, aux, batch_size: int, n: int = 300
         m.momentum = 0.1
 
 
+def split_validation(train: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(train, validation): a seeded ``fraction`` of ``train`` held out for checkpoint
+    selection, so that the test split stays unseen until the final evaluation."""
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    n_val = round(fraction * len(train))
+    return train.subset(perm[n_val:]), train.subset(perm[:n_val])
+
+
+def random_shift(xs: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``k`` pixels each way, zero-filled (augmentation of the
+    attacker's auxiliary data)."""
+    h, w = xs.shape[-2:]
+    flat = xs.reshape(-1, *xs.shape[-3:])
+    padded = F.pad(flat, (k, k, k, k))
+    dy, dx = torch.randint(0, 2 * k + 1, (2, len(flat)), generator=g)
+    out = torch.stack(
+        [
+            p[:, y : y + h, x : x + w]
+            for p, y, x in zip(padded, dy.tolist(), dx.tolist(), strict=True)
+        ]
+    )
+    return out.reshape(xs.shape)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--norm", default="batch", choices=("batch", "group", "layer"))
@@ -87,8 +115,11 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--eval-batches", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-fraction", type=float, default=0.15)
+    ap.add_argument("--shift", type=int, default=0, help="random translation of aux images")
     ap.add_argument("--resume", action="store_true", help="start from the weights file")
     ap.add_argument("--weights", type=Path, default=None, help="write here, not the default")
+    ap.add_argument("--init", type=Path, default=None, help="start from these weights")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -96,9 +127,14 @@ def main() -> None:
     cfg = SeerConfig(norm=args.norm, batch_size=args.batch_size, prop=args.prop)
     parts = SeerParts(cfg)
     weights = args.weights or cfg.weights_file
-    if args.resume and weights.is_file():
+    if args.init is not None:
+        parts.load_weights(args.init)
+    elif args.resume and weights.is_file():
         parts.load_weights(weights)
-    aux, held_out = train_test("digits")
+    aux, val = train_test("digits")[0], None
+    if args.val_fraction > 0:
+        aux, val = split_validation(aux, args.val_fraction)
+    select = val is not None
     params = list(parts.model.parameters()) + list(parts.decoder.parameters())
     opt = torch.optim.Adam(params, lr=args.lr)
     g = torch.Generator().manual_seed(args.seed)
@@ -106,6 +142,29 @@ def main() -> None:
     log: list[dict] = []
     best, start, running, step = -1.0, time.perf_counter(), 0.0, 0
     budget = 60 * args.minutes
+
+    def checkpoint() -> None:
+        nonlocal best
+        calibrate_running_stats(parts, aux, cfg.batch_size)
+        if not select:  # no validation split: no selection, the last state is kept
+            save_state(parts.weights(), weights)
+            return
+        scores = evaluate_parts(parts, val, aux, n_batches=args.eval_batches, seed=1)
+        entry = {
+            "step": step,
+            "seconds": round(time.perf_counter() - start, 1),
+            "train_mse": round(running, 5),
+            **{k: scores[k] for k in ("psnr_mean", "identified_fraction", "baseline_psnr")},
+        }
+        log.append(entry)
+        print(json.dumps(entry), flush=True)
+        if scores["psnr_mean"] > best:
+            best = scores["psnr_mean"]
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            save_state(parts.weights(), weights)
+
+    if (args.resume or args.init is not None) and select:
+        checkpoint()
     while step < args.max_steps and time.perf_counter() - start < budget:
         # Cosine decay over whichever budget (steps or wall time) runs out first.
         frac = min(1.0, max((time.perf_counter() - start) / budget, step / args.max_steps))
@@ -114,34 +173,24 @@ def main() -> None:
         idx = torch.stack(
             [torch.randperm(len(aux), generator=g)[: cfg.batch_size] for _ in range(k)]
         )
-        loss = batched_loss(aux.x[idx], aux.y[idx], cfg.prop)
+        xs = aux.x[idx] if args.shift == 0 else random_shift(aux.x[idx], args.shift, g)
+        loss = batched_loss(xs, aux.y[idx], cfg.prop)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
         step += 1
         running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
-        if step % args.eval_every == 0 or step == args.max_steps:
-            calibrate_running_stats(parts, aux, cfg.batch_size)
-            scores = evaluate_parts(parts, held_out, aux, n_batches=args.eval_batches, seed=1)
-            entry = {
-                "step": step,
-                "seconds": round(time.perf_counter() - start, 1),
-                "train_mse": round(running, 5),
-                **{k: scores[k] for k in ("psnr_mean", "identified_fraction", "baseline_psnr")},
-            }
-            log.append(entry)
-            print(json.dumps(entry), flush=True)
-            if scores["psnr_mean"] > best:
-                best = scores["psnr_mean"]
-                weights.parent.mkdir(parents=True, exist_ok=True)
-                save_state(parts.weights(), weights)
+        if select and (step % args.eval_every == 0 or step == args.max_steps):
+            checkpoint()
+    if not select:
+        checkpoint()
     RESULTS.mkdir(exist_ok=True)
     suffix = "" if args.weights is None else "_" + weights.stem
     out = RESULTS / f"seer_train_{cfg.norm}_b{cfg.batch_size}{suffix}.json"
     record = {"config": vars(args), "steps": step, "best_eval_psnr": best, "log": log}
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"best held-out psnr {best:.2f} dB after {step} steps -> {weights}")
+    out.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(f"best validation psnr {best:.2f} dB after {step} steps -> {weights}")
 
 
 if __name__ == "__main__":

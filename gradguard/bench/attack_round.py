@@ -108,9 +108,11 @@ def run_attack(
     seed: int = 0,
     psnr_threshold: float = 30.0,
     clients: int = 1,
+    client_train_mode: bool = True,
     **attack_options: Any,
 ) -> AttackResult:
-    """Attack one round of ``clients`` clients and score every reconstruction."""
+    """Attack one round of ``clients`` clients and score every reconstruction; with
+    ``client_train_mode=False`` the clients run the model in inference mode."""
     if model not in MODELS:
         raise GradguardError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
     if batch_size < 1 or local_steps < 1 or clients < 1:
@@ -149,10 +151,15 @@ def run_attack(
     start = time.perf_counter()
     models = campaign.models_for(1, honest, ids)
     if local_steps == 1:
-        training = LocalTraining(batch_size=batch_size, lr=lr, fedsgd=True)
+        training = LocalTraining(
+            batch_size=batch_size, lr=lr, fedsgd=True, train_mode=client_train_mode
+        )
     else:
         training = LocalTraining(
-            batch_size=math.ceil(batch_size / local_steps), lr=lr, steps=local_steps
+            batch_size=math.ceil(batch_size / local_steps),
+            lr=lr,
+            steps=local_steps,
+            train_mode=client_train_mode,
         )
     updates = {
         c: local_update(models[c], batches[c], training, torch.Generator().manual_seed(seed + c), c)

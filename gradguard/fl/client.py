@@ -26,7 +26,9 @@ class LocalTraining:
     Otherwise FedAvg: ``epochs`` passes of ``optimizer``, or exactly ``steps`` steps when
     given. ``optimizer`` is ``sgd`` (heavy-ball ``momentum``), ``adam`` or ``adamw``
     (decoupled ``weight_decay``; for ``sgd`` and ``adam`` it is L2), with a fresh optimiser
-    state every round; ``label_smoothing`` goes to the cross-entropy.
+    state every round; ``label_smoothing`` goes to the cross-entropy. ``train_mode``: the
+    model runs in training mode (batch-norm batch statistics); ``False`` runs it in inference
+    mode (running statistics; Valadi et al., seed 002).
     """
 
     epochs: int = 1
@@ -38,6 +40,7 @@ class LocalTraining:
     optimizer: str = "sgd"
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
+    train_mode: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or (self.steps is not None and self.steps < 1):
@@ -66,7 +69,7 @@ def local_update(
 ) -> Update:
     """Train a private copy of ``model`` on ``data``; the received model is left untouched."""
     net = copy.deepcopy(model)
-    net.train()
+    net.train(cfg.train_mode)
     before = float_state(net)
     g = generator or torch.Generator().manual_seed(0)
     if cfg.fedsgd:

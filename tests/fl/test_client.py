@@ -109,3 +109,19 @@ def test_adam_adamw_and_label_smoothing_train():
         LocalTraining(optimizer="rmsprop")
     with pytest.raises(GradguardError):
         LocalTraining(label_smoothing=1.0)
+
+
+def test_inference_mode_client_uses_running_statistics():
+    model, data = _setup("resnet")
+    g = torch.Generator
+    train = local_update(model, data, LocalTraining(batch_size=8, fedsgd=True), g().manual_seed(1))
+    infer = local_update(
+        model, data, LocalTraining(batch_size=8, fedsgd=True, train_mode=False), g().manual_seed(1)
+    )
+    idx = torch.randperm(len(data), generator=g().manual_seed(1))[:8]
+    model.eval().zero_grad()
+    F.cross_entropy(model(data.x[idx]), data.y[idx]).backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(infer.values[name], p.grad, atol=1e-6)
+    assert not all(torch.allclose(train.values[k], infer.values[k]) for k in infer.values)
+    assert all(float(v.abs().max()) == 0 for v in infer.buffers.values())
