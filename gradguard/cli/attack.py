@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         return curious_cli.run(args)
     if args.name not in ATTACKS:
         raise usage_error(f"unknown attack {args.name!r}; valid: {', '.join(ATTACKS)}")
+    if args.model is None:  # the attack's own model when it does not apply to mlp
+        models = attack_class(args.name).models
+        args.model = "mlp" if models is None or "mlp" in models else models[0]
     if args.name == "seer":  # a learned attack: scored over many held-out batches
         from gradguard.experiments.seer import run_cli
 
@@ -107,9 +110,6 @@ def run(args: argparse.Namespace) -> int:
     check_number("--psnr-threshold", args.psnr_threshold)
     check_output_file("--save-model", args.save_model)
     check_output_dir("--out", args.out)
-    if args.model is None:
-        models = attack_class(args.name).models
-        args.model = "mlp" if models is None or "mlp" in models else models[0]
     options = attack_options(args)
     result = attack_round.run_attack(
         args.name,
