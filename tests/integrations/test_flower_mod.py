@@ -312,7 +312,7 @@ def test_users_data_and_loss_are_taken_once_at_construction(models):
 
 
 def test_the_verdict_crosses_the_wire_as_a_record(models):
-    from gradguard.integrations.flower.verdict import VERDICT_KEY, from_reason
+    from gradguard.integrations.flower.verdict import VERDICT_KEY, detectors_of, from_reason
 
     honest, imprinted, _, local = models
     mod = guard_mod(honest, local)
@@ -325,6 +325,8 @@ def test_the_verdict_crosses_the_wire_as_a_record(models):
     fields = from_reason(reply.error.reason)
     assert fields["flagged"] is True and fields["allowed"] is False
     assert "imprint" in fields["summary"] and fields["score"] > 0
+    per = detectors_of(fields)  # each detector's own verdict travels too
+    assert per["forensics"]["malicious"] is True and "imprint" in per["forensics"]["reason"]
 
 
 def test_warn_trains_on_a_flagged_model_that_never_becomes_the_reference(models):

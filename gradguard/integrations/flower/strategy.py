@@ -27,7 +27,7 @@ from gradguard.bench.campaign import Campaign
 from gradguard.bench.records import RoundReport, VerdictRecord
 from gradguard.fl import Update
 from gradguard.integrations.flower.mod import arrays_to_state
-from gradguard.integrations.flower.verdict import VERDICT_KEY, Fields, from_reason
+from gradguard.integrations.flower.verdict import VERDICT_KEY, Fields, detectors_of, from_reason
 
 
 class MaliciousFedAvg(FedAvg):
@@ -212,7 +212,7 @@ def _verdict(pid: int, fields: Fields) -> VerdictRecord:
         number("score"),
         summary,
         number("elapsed-s"),
-        {},
+        detectors_of(fields),
         *(
             int(v) if math.isfinite(v) and v >= 0 else None
             for v in (number("exposed"), number("batch"))

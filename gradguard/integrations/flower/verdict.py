@@ -5,7 +5,9 @@ abstention is an ``Error`` reply (Flower's only way to decline a message, and an
 nothing but a reason string), whose reason is :data:`REASON_PREFIX` followed by the same
 record as JSON. Fields: ``flagged``, ``verified``, ``allowed``, ``detector``, ``score``,
 ``summary``, ``elapsed-s``, ``exposed`` and ``batch`` (the leakage audit's images exposed of
-the probe batch; -1 when it did not run), ``ignored`` (run-config guard requests ignored).
+the probe batch; -1 when it did not run), ``ignored`` (run-config guard requests ignored),
+``detectors`` (each detector's own verdict, :func:`gradguard.detect.breakdown.detector_breakdown`,
+as JSON text; ``{}`` when a message carried several models or none).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flwr.app import ConfigRecord
+
+from gradguard.detect.breakdown import detector_breakdown
 
 VERDICT_KEY = "gradguard-verdict"
 REASON_PREFIX = "gradguard abstained"
@@ -38,7 +42,19 @@ def verdict_fields(verdicts: Sequence[Any], allowed: bool, ignored: int = 0) -> 
         "exposed": int(max((e.get("exposed", 0) for e in exposure), default=-1)),
         "batch": int(max((e.get("batch", 0) for e in exposure), default=-1)),
         "ignored": int(ignored),
+        "detectors": json.dumps(detector_breakdown(verdicts[0]) if len(verdicts) == 1 else {}),
     }
+
+
+def detectors_of(fields: Mapping[str, Any]) -> dict[str, dict]:
+    """The per-detector verdicts a client sent (``{}`` when absent or malformed)."""
+    try:
+        per = json.loads(str(fields.get("detectors", "{}")))
+    except ValueError:
+        return {}
+    if not isinstance(per, dict):
+        return {}
+    return {str(k): v for k, v in per.items() if isinstance(v, dict)}
 
 
 def failure_fields(why: str) -> Fields:
@@ -54,6 +70,7 @@ def failure_fields(why: str) -> Fields:
         "exposed": -1,
         "batch": -1,
         "ignored": 0,
+        "detectors": "{}",
     }
 
 
