@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from gradguard.errors import GradguardError
+from gradguard.options import OptionError, parse_pairs
 
 
 def is_user_spec(name: str) -> bool:
@@ -27,17 +28,21 @@ def is_user_spec(name: str) -> bool:
 def parse_model_args(items: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings as keyword arguments; values are Python literals (``64``,
     ``0.5``, ``True``, ``(1, 8, 8)``, ``'relu'``) or else plain strings."""
-    kwargs: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise GradguardError(f"--model-arg wants KEY=VALUE, got {item!r}")
-        try:
-            kwargs[key] = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            kwargs[key] = text.strip()
+    try:
+        kwargs = parse_pairs(items, _literal)
+    except OptionError as e:
+        raise GradguardError(f"--model-arg: {e}") from None
+    bad = [k for k in kwargs if not k.isidentifier()]
+    if bad:
+        raise GradguardError(f"--model-arg wants KEY=VALUE with a Python name, got {bad[0]!r}")
     return kwargs
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def load_user_model(spec: str, code_path: str | Path | None, kwargs: dict[str, Any]) -> nn.Module:

@@ -96,9 +96,7 @@ def parse_guard_keys(config: Mapping[str, Any], source: str) -> dict[str, Any]:
             )
         kw["policy"] = policy
     if KEY_DETECTORS in config:
-        kw["detectors"] = tuple(
-            d.strip() for d in str(config[KEY_DETECTORS]).split(",") if d.strip()
-        )
+        kw["detectors"] = tuple(split_items(config[KEY_DETECTORS]))
     if KEY_THRESHOLDS in config:
         try:
             kw["thresholds"] = parse_pairs(
@@ -147,9 +145,9 @@ def tighten(own: Mapping[str, Any], run_config: Mapping[str, Any]) -> tuple[dict
             ignored.append(f"{KEY_POLICY}={asked!r} (the client's policy is {policy!r})")
     detectors = tuple(kw.get("detectors", GuardConfig().detectors))
     if KEY_DETECTORS in run_config:
-        asked_list = [d.strip() for d in str(run_config[KEY_DETECTORS]).split(",")]
+        asked_list = split_items(run_config[KEY_DETECTORS])
         added = tuple(d for d in asked_list if d in DETECTORS and d not in detectors)
-        unknown = [d for d in asked_list if d and d not in DETECTORS]
+        unknown = [d for d in asked_list if d not in DETECTORS]
         dropped = [d for d in detectors if d not in asked_list]
         if added:
             kw["detectors"] = detectors + added
