@@ -41,6 +41,7 @@ from nvflare.app_common.app_constant import AppConstants
 
 from gradguard.detect.breakdown import detector_breakdown, exposure_counts
 from gradguard.errors import GradguardError
+from gradguard.fl.guarded import ClientGuard
 
 log = logging.getLogger("gradguard.nvflare")
 
@@ -92,31 +93,6 @@ def task_state(shareable: Shareable, max_bytes: int | None = None) -> dict[str, 
     return state
 
 
-def integer_buffers_restored(
-    state: dict[str, torch.Tensor], template: torch.nn.Module
-) -> dict[str, torch.Tensor]:
-    """Integer buffers (BatchNorm's ``num_batches_tracked``) back in their integer dtype.
-
-    NVFlare's stock FedAvg averages every entry, so an int64 counter arrives as float64.
-    Only an entry that is integral and finite in full is cast back; anything else is left
-    as received for the Guard to judge.
-    """
-    expected = template.state_dict()
-    out = dict(state)
-    for name, value in state.items():
-        want = expected.get(name)
-        if (
-            want is not None
-            and not want.is_floating_point()
-            and value.is_floating_point()
-            and value.shape == want.shape
-            and bool(torch.isfinite(value).all())
-            and bool((value == value.round()).all())
-        ):
-            out[name] = value.to(want.dtype)
-    return out
-
-
 class GuardFilter(Filter):
     """Refuse a task whose global model the Guard flags or cannot verify.
 
@@ -153,10 +129,11 @@ class GuardFilter(Filter):
         self.thresholds = dict(thresholds or {})
         self.stop_at_first = stop_at_first
         self.verdict_log = verdict_log
-        self._guard = None
+        self._guard: ClientGuard | None = None
 
-    def guard(self, site: str):
-        """The Guard, built on first use (in the client's process)."""
+    def guard(self, site: str) -> ClientGuard:
+        """The site's Guard and its reference model, built on first use (in the client's
+        process)."""
         if self._guard is None:
             from gradguard.detect import Guard, GuardConfig
 
@@ -169,7 +146,7 @@ class GuardFilter(Filter):
                 kw["detectors"] = tuple(self.detectors)
             template = load_callable(self.model)(**self.model_args)
             data = load_callable(self.data)(site, **self.data_args) if self.data else None
-            self._guard = Guard(GuardConfig(**kw), template=template, data=data)
+            self._guard = ClientGuard(Guard(GuardConfig(**kw), template=template, data=data))
         return self._guard
 
     def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
@@ -178,12 +155,8 @@ class GuardFilter(Filter):
         start = time.perf_counter()
         try:
             guard = self.guard(site)
-            received = task_state(shareable, guard.max_bytes)
-            state = integer_buffers_restored(received, guard.template)
-            verdict = guard.check(state)
-            allowed = guard.allows(verdict)
-            if allowed and not verdict.malicious:
-                guard.accepted = state
+            received = task_state(shareable, guard.guard.max_bytes)
+            verdict, allowed = guard.review(received)  # averaged integer counts: Guard.check
             exposed, batch = exposure_counts(verdict)
             record = {
                 "round": rnd,

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("nvflare", reason="needs the nvflare extra")
 
@@ -52,6 +53,8 @@ def test_benign_passes_imprint_and_unreadable_refused(tmp_path):
     honest = scenario_model(CONFIG).state_dict()
     task = _task(honest)
     assert guard.process(task, _Ctx()) is task
+    reference = guard.guard("site-1").previous  # the accepted model is the next reference
+    assert reference is not None and all(torch.equal(reference[k], honest[k]) for k in honest)
 
     setup = build(SC)
     manipulated, _ = make_attack(SC).manipulate(scenario_model(CONFIG), setup.aux)
@@ -71,6 +74,7 @@ def test_benign_passes_imprint_and_unreadable_refused(tmp_path):
         (3, False),
         (4, False),
     ]
+    assert guard.guard("site-1").previous is reference  # refused models never replace it
 
 
 def test_bad_model_path_fails_closed(tmp_path):
