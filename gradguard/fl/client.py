@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from gradguard.data import Dataset
 from gradguard.errors import GradguardError
+from gradguard.fl.cover import SecureRefusal, cover_update
 from gradguard.fl.dp import ClientDP, privatize
 from gradguard.fl.update import Update, float_state
 
@@ -192,6 +193,8 @@ class Client:
     training: LocalTraining
     guard: Guard | None = None
     poison: Poison | None = None
+    # under secure aggregation: what a refused round sends (None: nothing, it drops out)
+    refusal: SecureRefusal | None = None
 
     def accepts(self, model: nn.Module) -> bool:
         """Whether the guard (if any) lets this client train on ``model``."""
@@ -205,6 +208,21 @@ class Client:
         if dp is not None:
             update = privatize(update, dp, generator)
         return self.poison(update) if self.poison is not None else update
+
+    def cover(self, received: nn.Module, generator: torch.Generator) -> Update | None:
+        """What this client masks into a secure round it refused: a noise cover shaped on
+        its honest update on its reference model (:mod:`gradguard.fl.cover`); None when its
+        policy is to drop out or it has no reference."""
+        if self.refusal is None or self.refusal.mode != "cover":
+            return None
+        reference = getattr(self.guard, "reference", None)
+        state = reference() if callable(reference) else None
+        if state is None:
+            return None
+        model = copy.deepcopy(received)
+        model.load_state_dict(state)
+        honest = local_update(model, self.data, self.training, generator, self.client_id)
+        return cover_update(honest, self.refusal.scale)
 
     def train(
         self, model: nn.Module, generator: torch.Generator, dp: ClientDP | None = None

@@ -54,6 +54,14 @@ class ClientGuard:
         self.verdict, self.allowed = verdict, allowed
         return verdict, allowed
 
+    def reference(self) -> State | None:
+        """The model this client trusts: the last one it accepted, else the Guard's
+        template (the client's own initial model); None when it has neither."""
+        if self.previous is not None:
+            return self.previous
+        template = getattr(self.guard, "template", None)
+        return template.state_dict() if isinstance(template, nn.Module) else None
+
     def __call__(self, model: nn.Module) -> bool:
         try:
             state: Any = {k: v.detach().clone() for k, v in model.state_dict().items()}

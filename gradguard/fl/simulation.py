@@ -193,6 +193,11 @@ class Federation:
             guard_s += t1 - t0
             if not ok:
                 abstained.append(client.client_id)
+                cover = None
+                if self.config.secure_aggregation:
+                    cover = client.cover(sent, self._gen)
+                if cover is not None:  # it refused, but the secure sum keeps its share
+                    updates.append(cover)
                 continue
             updates.append(client.fit(sent, self._gen, self.config.dp))
             train_s += time.perf_counter() - t1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -122,11 +122,15 @@ class SecAggCampaignFedAvg(FedAvg):
         if not results:
             return None, {}
         aggregate = _state(self.template, parameters_to_ndarrays(results[0][1].parameters))
-        total = sum(self.weights[p] for p in self.sent)
+        # SecAgg+ averages over the clients still active after masking: a client that
+        # dropped out is not in the mean, so its model is not subtracted either
+        active = {self.partition_of[proxy.node_id] for proxy, _ in results}
+        sent = {p: s for p, s in self.sent.items() if p in active}
+        total = sum(self.weights[p] for p in sent)
         delta = {
             k: (
                 aggregate[k].double()
-                - sum(self.weights[p] * s[k].double() for p, s in self.sent.items()) / total
+                - sum(self.weights[p] * s[k].double() for p, s in sent.items()) / total
             ).float()
             for k, v in aggregate.items()
             if v.is_floating_point()
@@ -182,10 +186,19 @@ class _BatchClient(NumPyClient):
 
 
 def client_app(
-    template: nn.Module, batches: Mapping[int, Dataset], training: LocalTraining, seed: int = 0
+    template: nn.Module,
+    batches: Mapping[int, Dataset],
+    training: LocalTraining,
+    seed: int = 0,
+    make_client: Callable[[int, Context], NumPyClient] | None = None,
 ):
+    """Honest clients behind ``secaggplus_mod``; ``make_client(partition, context)``, when
+    given, builds each partition's client instead (a guarded one, say)."""
+
     def client_fn(context: Context):
         pid = int(context.node_config["partition-id"])
+        if make_client is not None:
+            return make_client(pid, context).to_client()
         return _BatchClient(template, batches[pid], training, pid, seed).to_client()
 
     return ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
@@ -199,8 +212,12 @@ def run_secagg(
     settings: SecAggSettings,
     rounds: int = 1,
     seed: int = 0,
+    make_client: Callable[[int, Context], NumPyClient] | None = None,
+    nodes: int | None = None,
+    log_level: int = logging.WARNING,
 ) -> SecAggCampaignFedAvg:
-    """One SecAgg+ federation of ``len(batches)`` clients in Flower's simulation engine."""
+    """One SecAgg+ federation of ``len(batches)`` clients (``nodes``, when given: that many,
+    each built by ``make_client``) in Flower's simulation engine."""
     from gradguard.integrations.flower.simulation import (
         ray_session,
         simulate,
@@ -209,13 +226,13 @@ def run_secagg(
 
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
-    flwr_logger.setLevel(logging.WARNING)
+    flwr_logger.setLevel(log_level)
     try:
         with ray_session(), warnings_silenced():
             simulate(
                 server_app(strategy, settings, rounds),
-                client_app(template, batches, training, seed),
-                len(batches),
+                client_app(template, batches, training, seed, make_client),
+                nodes or len(batches),
             )
     finally:
         flwr_logger.setLevel(level)

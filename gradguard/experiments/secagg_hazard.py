@@ -1,0 +1,296 @@
+"""The abstention hazard under secure aggregation, and the cover defence (issue 10, item 4).
+
+Model inconsistency (Pasquini et al., CCS 2022, section 4): the target gets the attack's
+model, every other client a model whose last layers are zero. Each guarded non-target flags
+its model (``health.constant-output``). What it then does decides what the secure sum is:
+
+- ``train`` (unguarded): it trains on the zeroed model; its update is its output bias alone;
+- ``drop`` (guarded, today's abstention): it leaves the round; the sum loses it;
+- ``cover`` (guarded, :class:`gradguard.fl.cover.SecureRefusal`): it stays in the round
+  and masks a fresh noise cover.
+
+The target here runs no Guard and receives the inner imprint model: a stand-in for a target
+that cannot see the attack (in Pasquini et al.'s own setting it receives the honest model
+and the server inverts its update passively; the imprint decoder lets this round count
+images). Each case reports the cosine between the aggregate the server derives and the
+target's own update, and the target's images recovered at >= ``threshold_db``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradguard.attacks import get_attack
+from gradguard.attacks.base import ServerAttack
+from gradguard.bench.campaign import sum_updates
+from gradguard.bench.scoring import score_leak
+from gradguard.data import Dataset, train_test
+from gradguard.detect import Guard
+from gradguard.fl import LocalTraining, local_update
+from gradguard.fl.cover import SecureRefusal, cover_update
+from gradguard.fl.guarded import ClientGuard
+from gradguard.fl.update import Update
+from gradguard.models import build_model
+
+BEHAVIOURS = ("train", "drop", "cover")
+
+
+@dataclass(frozen=True)
+class HazardConfig:
+    dataset: str = "digits"
+    model: str = "mlp"
+    clients: int = 4
+    batch_size: int = 16
+    lr: float = 0.05
+    target: int = 0
+    threshold_db: float = 30.0
+    seed: int = 0
+    amplify: float = 1.0  # the adaptive server's gain on the target's imprint gradient
+    honest_target: bool = False  # the target gets the honest model (Pasquini et al.)
+    refusal: SecureRefusal = field(default_factory=SecureRefusal)
+
+
+@dataclass
+class HazardRound:
+    """One inconsistency round: what each client receives and holds."""
+
+    cfg: HazardConfig
+    attack: ServerAttack
+    template: nn.Module
+    aux: Dataset
+    batches: dict[int, Dataset]
+    sent: dict[int, nn.Module]
+    secrets: Any
+    training: LocalTraining
+
+    def update(self, c: int, model: nn.Module | None = None) -> Update:
+        """Client ``c``'s update on ``model`` (default: what it was sent); fixed seed."""
+        gen = torch.Generator().manual_seed(self.cfg.seed + c)
+        return local_update(model or self.sent[c], self.batches[c], self.training, gen, c)
+
+    def cover(self, c: int, generator: torch.Generator | None = None) -> Update:
+        """Client ``c``'s cover: noise shaped on its honest update on its reference model
+        (here its initial model: nothing was accepted before this round)."""
+        return cover_update(self.update(c, self.template), self.cfg.refusal.scale, generator)
+
+    def verdicts(self) -> dict[int, tuple[bool, str]]:
+        """Each client's default-Guard verdict on what it was sent: (flagged, summary)."""
+        out = {}
+        for c, model in self.sent.items():
+            check = ClientGuard(Guard(template=copy.deepcopy(self.template), data=self.batches[c]))
+            verdict, allowed = check.review(model.state_dict())
+            out[c] = (not allowed, verdict.summary())
+        return out
+
+
+def prepare(cfg: HazardConfig = HazardConfig()) -> HazardRound:
+    """The round of ``gradguard attack inconsistency`` (same data, model, batches and seed)."""
+    attack = get_attack("inconsistency", batch_size=cfg.batch_size, target=cfg.target)
+    train, aux = train_test(cfg.dataset)
+    torch.manual_seed(cfg.seed)
+    template = build_model(
+        cfg.model, train.image_shape, train.num_classes, None, **attack.model_kwargs(cfg.model)
+    )
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+    b = cfg.batch_size
+    batches = {c: train.subset(order[c * b : (c + 1) * b]) for c in range(cfg.clients)}
+    sent, secrets = attack.manipulate_clients(copy.deepcopy(template), aux, list(batches))
+    if cfg.honest_target:
+        sent[cfg.target] = copy.deepcopy(template)
+    if cfg.amplify != 1.0:
+        # the layer after the imprint scaled: the imprint rows' gradient grows by the gain,
+        # which the bin differences divide out (their ratio is unchanged)
+        sent[cfg.target] = copy.deepcopy(sent[cfg.target])
+        downstream = [m for m in sent[cfg.target].modules() if isinstance(m, nn.Linear)][1]
+        with torch.no_grad():
+            downstream.weight.mul_(cfg.amplify)
+    training = LocalTraining(batch_size=b, lr=cfg.lr, fedsgd=True)
+    return HazardRound(cfg, attack, template, aux, batches, sent, secrets, training)
+
+
+def cosine(a: Update, b: Update) -> float:
+    keys = list(a.as_delta())
+    return float(
+        torch.nn.functional.cosine_similarity(a.flat(keys).double(), b.flat(keys).double(), dim=0)
+    )
+
+
+def score(r: HazardRound, aggregate: Update | None) -> dict[str, Any]:
+    """Cosine of ``aggregate`` to the target's update; images recovered from it, scored
+    against the target's batch and (for the covers) every other client's."""
+    t = r.cfg.target
+    if aggregate is None:
+        return {"completed": False, "cosine": None, "target_leaked": 0, "target_psnr": None}
+    cos = round(cosine(aggregate, r.update(t)), 4)
+    if r.cfg.honest_target:  # no imprint to decode: the server would invert passively
+        return {"completed": True, "cosine": cos, "target_leaked": None, "target_psnr": None}
+    recon = r.attack.reconstruct_sum(aggregate, list(r.sent), r.secrets)[t]
+    leak = score_leak(t, r.batches[t].x, recon.images, r.cfg.threshold_db)
+    others = sum(
+        score_leak(c, r.batches[c].x, recon.images, r.cfg.threshold_db).leaked
+        for c in r.batches
+        if c != t
+    )
+    return {
+        "completed": True,
+        "cosine": cos,
+        "target_leaked": leak.leaked,
+        "target_psnr": round(leak.psnr_mean, 2),
+        "others_leaked": others,
+    }
+
+
+def inprocess_case(
+    r: HazardRound,
+    behaviour: str,
+    repeats: int = 1,
+    seed: int | None = None,
+    guarded: int | None = None,
+) -> dict[str, Any]:
+    """The weighted-mean delta the secure sum reveals (gradguard's in-process secure
+    aggregation reveals exactly this), averaged over ``repeats`` identical attacked rounds
+    (an attacker repeating the round; each cover is drawn fresh). ``guarded``: only that
+    many non-targets run the Guard and refuse by ``behaviour``, the others train on what
+    they receive (default: every non-target). ``seed``: seeds the covers, for a
+    reproducible run (a real client draws them from the OS)."""
+    if behaviour not in BEHAVIOURS:
+        raise ValueError(f"behaviour must be one of {BEHAVIOURS}")
+    t = r.cfg.target
+    others = [c for c in r.batches if c != t]
+    refusing = set(others[: len(others) if guarded is None else guarded])
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    rounds = []
+    for _ in range(repeats):
+        updates = [r.update(t)]
+        for c in others:
+            if behaviour == "train" or c not in refusing:
+                updates.append(r.update(c))
+            elif behaviour == "cover":
+                updates.append(r.cover(c, gen))
+        rounds.append(sum_updates(updates))
+    first = rounds[0]
+    keys = list(first.as_delta())
+    mean = {k: sum(u.as_delta()[k].double() for u in rounds) / repeats for k in keys}
+    aggregate = Update(
+        {k: v.float() for k, v in mean.items()}, first.num_examples, 1, first.lr, "delta"
+    )
+    return {
+        "engine": "inprocess",
+        "non_targets": behaviour,
+        "refusing": 0 if behaviour == "train" else len(refusing),
+        "repeats": repeats,
+        **score(r, aggregate),
+    }
+
+
+class SybilClient:
+    """A client the server controls: it returns the model it receives (a zero update), so
+    the server knows its share of the sum; weight ``examples``."""
+
+    def __init__(self, pid: int, examples: int = 1) -> None:
+        self.pid, self.examples = pid, examples
+
+    def client(self):
+        from flwr.client import NumPyClient
+
+        pid, examples = self.pid, self.examples
+
+        class _Sybil(NumPyClient):
+            def get_properties(self, config):
+                return {"partition-id": pid}
+
+            def fit(self, parameters, config):
+                return parameters, examples, {}
+
+        return _Sybil()
+
+
+def flower_case(
+    r: HazardRound,
+    behaviour: str,
+    threshold: int | float = 1.0,
+    sybil: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The round through Flower's SecAgg+ at the attacker's precision settings (clipping
+    1.25 x the largest parameter sent, Q = 2^30, ``max_weight`` = the batch) and
+    reconstruction ``threshold``; ``sybil``: the server adds one client of its own."""
+    from gradguard.bench.campaign import Campaign
+    from gradguard.integrations.flower.secagg import (
+        SecAggCampaignFedAvg,
+        SecAggSettings,
+        _BatchClient,
+        run_secagg,
+    )
+    from gradguard.integrations.flower.secagg_client import GuardedSecAggClient
+
+    cfg = r.cfg
+    largest = max(float(v.abs().max()) for m in r.sent.values() for v in m.state_dict().values())
+    settings = SecAggSettings(
+        clipping_range=1.25 * largest,
+        quantization_range=2**30,
+        modulus_range=2**40,
+        max_weight=cfg.batch_size,
+        reconstruction_threshold=threshold,
+    )
+    sybil_pid = cfg.clients
+    nodes = cfg.clients + (1 if sybil else 0)
+    refusal = replace(cfg.refusal, mode="drop" if behaviour == "drop" else "cover")
+    template, batches, training = r.template, r.batches, r.training
+
+    def make_client(pid: int, context=None):
+        if pid == sybil_pid:
+            return SybilClient(pid).client()
+        if pid == cfg.target or behaviour == "train":
+            return _BatchClient(template, batches[pid], training, pid, cfg.seed)
+        check = ClientGuard(Guard(template=copy.deepcopy(template), data=batches[pid]))
+        return GuardedSecAggClient(template, batches[pid], training, pid, check, refusal, cfg.seed)
+
+    campaign = Campaign(
+        get_attack("inconsistency", batch_size=cfg.batch_size, target=cfg.target),
+        (1,),
+        None,
+        r.aux,
+        {c: b.x for c, b in batches.items()},
+        cfg.threshold_db,
+    )
+    weights = {c: cfg.batch_size for c in batches} | ({sybil_pid: 1} if sybil else {})
+    strategy = SecAggCampaignFedAvg(
+        template,
+        campaign,
+        weights,
+        1,
+        cfg.lr,
+        min_fit_clients=nodes,
+        min_available_clients=nodes,
+    )
+    run_secagg(
+        strategy, template, batches, training, settings, seed=cfg.seed,
+        make_client=make_client, nodes=nodes,
+    )  # fmt: skip
+    aggregate = strategy.aggregates.get(1)
+    row = {
+        "engine": "flower-secagg+",
+        "non_targets": behaviour,
+        "threshold": threshold,
+        "sybil": sybil,
+        "repeats": 1,
+        **score(r, aggregate),
+    }
+    return row
+
+
+__all__ = [
+    "BEHAVIOURS",
+    "HazardConfig",
+    "HazardRound",
+    "SybilClient",
+    "flower_case",
+    "inprocess_case",
+    "prepare",
+]
