@@ -357,6 +357,7 @@ def guard_cost(run: RunResult, clients: int) -> dict[str, float | None]:
 
 def _reproduce(scenario: Scenario, engine: str) -> str:
     targets = "all" if scenario.targets is None else ",".join(map(str, scenario.targets))
+    engine = "flower" if engine == "flower-secagg" else engine  # the demo's name for it
     cmd = (
         f"gradguard demo --engine {engine} --dataset {scenario.dataset} --model "
         f"{scenario.model} --attack {scenario.attack} --clients {scenario.clients} --rounds "
@@ -365,6 +366,8 @@ def _reproduce(scenario: Scenario, engine: str) -> str:
     )
     if scenario.train_limit is not None:
         cmd += f" --train-limit {scenario.train_limit}"
+    if scenario.secure_aggregation:
+        cmd += f" --secure-aggregation --refusal {scenario.refusal}"
     return cmd
 
 

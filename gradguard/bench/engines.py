@@ -33,6 +33,11 @@ ENGINES: dict[str, Engine] = {
         session="gradguard.integrations.flower.simulation:ray_session",
         extra="flower",
     ),
+    "flower-secagg": Engine(
+        "gradguard.integrations.flower.secagg_engine:run_flower_secagg",
+        session="gradguard.integrations.flower.simulation:ray_session",
+        extra="flower",
+    ),
     "flower-deployment": Engine(
         "gradguard.integrations.flower.deployment:run_deployment", extra="flower"
     ),

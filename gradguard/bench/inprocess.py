@@ -17,6 +17,7 @@ from gradguard.bench.scenario import Scenario
 from gradguard.bench.setup import build, guarded_clients, make_campaign, make_guard
 from gradguard.detect.breakdown import detector_breakdown, exposure_counts
 from gradguard.fl import Client, Federation, FederationConfig, ServerHook, Update
+from gradguard.fl.cover import SecureRefusal
 from gradguard.fl.guarded import ClientGuard
 
 
@@ -89,8 +90,10 @@ def run_inprocess(
         for i, part in enumerate(setup.parts)
         if i in chosen
     }
+    refusal = SecureRefusal(mode=sc.refusal) if sc.secure_aggregation else None
     clients = [
-        Client(i, part, sc.training, guard=checks.get(i)) for i, part in enumerate(setup.parts)
+        Client(i, part, sc.training, guard=checks.get(i), refusal=refusal)
+        for i, part in enumerate(setup.parts)
     ]
     campaign = None
     hook = ServerHook()
@@ -99,7 +102,12 @@ def run_inprocess(
         hook = CampaignServer(
             campaign, list(range(sc.clients)), sum(len(p) for p in setup.parts), sc.lr
         )
-    config = FederationConfig(rounds=sc.rounds, training=sc.training, seed=sc.seed)
+    config = FederationConfig(
+        rounds=sc.rounds,
+        training=sc.training,
+        seed=sc.seed,
+        secure_aggregation=sc.secure_aggregation,
+    )
     fed = Federation(setup.model, clients, setup.test, config, hook)
     reports: list[RoundReport] = []
 

@@ -41,6 +41,8 @@ class Scenario:
     guard_detectors: tuple[str, ...] = ()  # empty: the Guard's defaults
     guard_thresholds: tuple[tuple[str, float], ...] = ()
     guard_stop_at_first: bool = True  # False: every detector runs (the report compares them)
+    secure_aggregation: bool = False  # the server sees only the round's sum
+    refusal: str = "drop"  # a guarded client's refused secure round: "drop" or "cover"
     seed: int = 0
 
     @property
@@ -86,7 +88,7 @@ class Scenario:
                 kw[f.name] = None if all_clients else tuple(int(x) for x in items)
             elif f.name == "guard_detectors":
                 kw[f.name] = tuple(items)
-            elif f.name == "guard_stop_at_first":
+            elif f.name in ("guard_stop_at_first", "secure_aggregation"):
                 kw[f.name] = v if isinstance(v, bool) else str(v).strip().lower() == "true"
             elif f.name in ("norm", "train_limit", "steps"):
                 kw[f.name] = None if v in ("", None) else (str(v) if f.name == "norm" else int(v))

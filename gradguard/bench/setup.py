@@ -4,6 +4,7 @@ Flower node rebuilds the same federation)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradguard.attacks import ServerAttack, get_attack
+from gradguard.attacks import ServerAttack, attack_class, get_attack
 from gradguard.bench.campaign import Campaign
 from gradguard.bench.scenario import Scenario
 from gradguard.data import Dataset, partition, train_test
@@ -40,13 +41,20 @@ def build(sc: Scenario) -> Setup:
     aux = train.subset(order[: sc.aux_size], name=f"{train.name}[server aux]")
     rest = train.subset(order[sc.aux_size :])
     parts = partition(rest, sc.clients, sc.partition, seed=sc.seed)
+    # a per-client attack (LOKI: a channel block per client) needs its architecture from
+    # the first round on, so the federation is built in it
+    kwargs = make_attack(sc).model_kwargs(sc.model) if attack_class(sc.attack).per_client else {}
     torch.manual_seed(sc.seed)
-    model = build_model(sc.model, train.image_shape, train.num_classes, norm=sc.norm)
+    model = build_model(sc.model, train.image_shape, train.num_classes, norm=sc.norm, **kwargs)
     return Setup(model, parts, test, aux)
 
 
 def make_attack(sc: Scenario) -> ServerAttack:
-    return get_attack(sc.attack, batch_size=sc.batch_size, **dict(sc.attack_options))
+    """The scenario's attack; one with a block per client (LOKI) is sized for its clients."""
+    options = dict(sc.attack_options)
+    if "clients" in inspect.signature(attack_class(sc.attack)).parameters:
+        options.setdefault("clients", sc.clients)
+    return get_attack(sc.attack, batch_size=sc.batch_size, **options)
 
 
 def make_campaign(sc: Scenario, setup: Setup) -> Campaign:

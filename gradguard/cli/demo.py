@@ -27,10 +27,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "nvflare (NVFlare's simulator)",
     )
     p.add_argument("--dataset", default="digits", help="digits (embedded), fashion-mnist, ...")
-    p.add_argument("--model", default="mlp", help="model of the federation (default mlp)")
+    p.add_argument(
+        "--model", default=None, help="model of the federation (default mlp; loki: convnet)"
+    )
     p.add_argument("--attack", default="imprint", help="server attack (default imprint)")
     p.add_argument("--rounds", type=int, default=10, help="FL rounds (default 10)")
     p.add_argument("--clients", type=int, default=4, help="clients (default 4)")
+    p.add_argument(
+        "--secure-aggregation",
+        action="store_true",
+        help="the server sees only each round's sum (on by default for attacks on secure "
+        "aggregation: loki, inconsistency; with --engine flower they run Flower's SecAgg+)",
+    )
+    p.add_argument(
+        "--refusal",
+        choices=REFUSALS,
+        default="drop",
+        help="what a guarded client does with a secure round it refuses: drop out (default) "
+        "or mask a noise cover so the sum is never another client's update alone",
+    )
     p.add_argument(
         "--attack-rounds",
         default=None,
@@ -53,7 +68,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary instead")
 
 
+REFUSALS = ("drop", "cover")
+# Attacks on secure aggregation read one round's batch per client: the demo gives each
+# client a batch-sized partition (train-limit = the server's 128 auxiliary images +
+# clients x batch) trained in one step per round, under secure aggregation.
+SECURE_BATCH = 16
+SECURE_MODELS = {"loki": "convnet"}
+# LOKI sized for SecAgg+'s quantisation (docs/secagg.md): identity taps and head at 1, the
+# imprint rows 10x down; used on both engines so that they run the same attack
+SECURE_OPTIONS = {"loki": (("tap_scale", 1.0), ("imprint_scale", 0.1), ("head_scale", 1.0))}
+
+
 def scenario_from(args: argparse.Namespace):
+    from gradguard.attacks import attack_class
     from gradguard.bench.scenario import Scenario
     from gradguard.cli import check_output_dir, usage_error
 
@@ -90,13 +117,26 @@ def scenario_from(args: argparse.Namespace):
 
     if args.attack not in ATTACKS:
         raise usage_error(f"unknown attack {args.attack!r}; valid: {', '.join(ATTACKS)}")
+    secure_attack = attack_class(args.attack).secure_sum
+    if args.model is None:
+        args.model = SECURE_MODELS.get(args.attack, "mlp")
     if args.model not in MODELS:
         raise usage_error(f"unknown model {args.model!r}; valid: {', '.join(MODELS)}")
     if args.train_limit is not None and args.train_limit < 1:
         raise usage_error(f"--train-limit must be >= 1 (got {args.train_limit})")
     if not args.no_report:
         check_output_dir("--out", args.out)
+    secure: dict = {}
+    if secure_attack or args.secure_aggregation or args.engine == "flower-secagg":
+        secure["secure_aggregation"] = True
+        secure["refusal"] = args.refusal
+    if secure_attack:
+        secure.update(batch_size=SECURE_BATCH, epochs=1)
+        secure["attack_options"] = SECURE_OPTIONS.get(args.attack, ())
+        if args.train_limit is None:
+            args.train_limit = Scenario.aux_size + args.clients * SECURE_BATCH
     return Scenario(
+        **secure,
         dataset=args.dataset,
         model=args.model,
         attack=args.attack,
@@ -110,11 +150,23 @@ def scenario_from(args: argparse.Namespace):
     )
 
 
+def engine_for(sc, engine: str) -> str:
+    """Under secure aggregation ``flower`` means Flower's SecAgg+ (``flower-secagg``)."""
+    return "flower-secagg" if engine == "flower" and sc.secure_aggregation else engine
+
+
 def run_all(sc, engine: str, progress: bool = True) -> dict[str, Any]:
     """The three runs on ``engine``; returns ``{"attack-free", "unguarded", "guarded"}``."""
     from gradguard.bench.engines import engine_session, get_engine
     from gradguard.bench.setup import build, make_attack
 
+    engine = engine_for(sc, engine)
+    if sc.secure_aggregation and engine not in ("inprocess", "flower-secagg"):
+        from gradguard.errors import GradguardError
+
+        raise GradguardError(
+            f"engine {engine!r} has no secure aggregation here; use inprocess or flower"
+        )
     make_attack(sc)  # fail early on an unknown attack name
     build(sc)  # ... and on unknown data or model
     run = get_engine(engine)  # ... and on an engine that cannot be loaded
@@ -227,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     sc = scenario_from(args)
     start = time.perf_counter()
     runs = run_all(sc, args.engine, progress=not args.json)
-    summary = summarize(sc, runs, time.perf_counter() - start, args.engine)
+    summary = summarize(sc, runs, time.perf_counter() - start, engine_for(sc, args.engine))
     if not args.no_report:
         from gradguard.report import write_report
 
@@ -236,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
             sc,
             runs,
             {
-                "engine": args.engine,
+                "engine": summary["engine"],
                 "images leaked unguarded": summary["leaked_unguarded"],
                 "images leaked guarded": summary["leaked_guarded"],
                 "abstentions": summary["abstentions"],
