@@ -91,10 +91,11 @@ def detection_plot(run: RunResult, attack_rounds: tuple[int, ...], path: Path) -
     for r in attack_rounds:
         ax.axvspan(r - 0.4, r + 0.4, color="#f2c6c6", alpha=0.6, lw=0)
     finite = [v.score for x in run.rounds for v in x.verdicts if math.isfinite(v.score)]
-    cap = max(finite, default=1.0) * 1.2 or 1.0
+    # a huge finite score (a zeroed layer divides by ~0) would overflow the log axis
+    cap = min(max(finite, default=1.0) * 1.2, 1e6) or 1.0
     for x in run.rounds:
         for v in x.verdicts:
-            score = v.score if math.isfinite(v.score) else cap
+            score = min(v.score, cap) if math.isfinite(v.score) else cap
             ax.scatter(
                 x.round + 0.08 * (v.client_id - 1.5),
                 max(score, 1e-6),

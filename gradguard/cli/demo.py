@@ -214,6 +214,13 @@ def summarize(sc, runs: dict[str, Any], seconds: float, engine: str) -> dict[str
         "leaked_guarded": gua.leaked,
         "abstentions": gua.abstentions,
         "false_alarms": false_alarms,
+        "leaked_by_client": {
+            "unguarded": leaked_by_client(ung),
+            "guarded": leaked_by_client(gua),
+        },
+        "abstained_by_client": abstained_by_client(gua),
+        "secure_aggregation": sc.secure_aggregation,
+        "refusal": sc.refusal if sc.secure_aggregation else None,
         "final_accuracy": {
             "attack_free": round(free.final_accuracy, 4),
             "unguarded": round(ung.final_accuracy, 4),
@@ -222,6 +229,24 @@ def summarize(sc, runs: dict[str, Any], seconds: float, engine: str) -> dict[str
         "seconds": round(seconds, 2),
         "run_seconds": {k: round(v.seconds, 2) for k, v in runs.items()},
     }
+
+
+def leaked_by_client(run) -> dict[str, int]:
+    """Images leaked from each client over the run (clients something was recovered from)."""
+    out: dict[str, int] = {}
+    for r in run.rounds:
+        for leak in r.leaks:
+            out[str(leak.client_id)] = out.get(str(leak.client_id), 0) + leak.leaked
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
+def abstained_by_client(run) -> dict[str, list[int]]:
+    """The rounds each client refused (dropped out of, or covered under secure aggregation)."""
+    out: dict[str, list[int]] = {}
+    for r in run.rounds:
+        for c in r.abstained:
+            out.setdefault(str(c), []).append(r.round)
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
 def print_table(summary: dict[str, Any]) -> None:
@@ -266,6 +291,22 @@ def print_table(summary: dict[str, Any]) -> None:
         f", unguarded {acc['unguarded']:.3f}, guarded {acc['guarded']:.3f}; "
         f"{summary['seconds']:.1f} s"
     )
+    if summary.get("secure_aggregation"):
+        who = summary["leaked_by_client"]
+
+        def per_client(d: dict[str, int]) -> str:
+            return ", ".join(f"client {c}: {n}" for c, n in d.items()) or "none"
+
+        refused = ", ".join(
+            f"client {c} (rounds {','.join(map(str, rs))})"
+            for c, rs in summary["abstained_by_client"].items()
+        )
+        console.print(
+            f"secure aggregation ({summary['engine']}), refused rounds "
+            f"{'dropped out' if summary['refusal'] == 'drop' else 'covered'}; leaked from "
+            f"each client: unguarded {per_client(who['unguarded'])}; guarded "
+            f"{per_client(who['guarded'])}; refusals: {refused or 'none'}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -292,6 +333,11 @@ def run(args: argparse.Namespace) -> int:
                 "images leaked unguarded": summary["leaked_unguarded"],
                 "images leaked guarded": summary["leaked_guarded"],
                 "abstentions": summary["abstentions"],
+                **(
+                    {"secure aggregation": f"yes; refused rounds: {summary['refusal']}"}
+                    if summary["secure_aggregation"]
+                    else {}
+                ),
                 "final accuracy (attack-free / unguarded / guarded)": " / ".join(
                     f"{v:.3f}" for v in summary["final_accuracy"].values()
                 ),
