@@ -9,8 +9,8 @@ model inconsistency (:mod:`gradguard.experiments.secagg_hazard`): digits, mlp, 4
 16, FedSGD at lr 2 (the server's choice: at lr 0.05 the imprint deltas fall under SecAgg+'s
 rounding floor and no image survives Flower's protocol, docs/secagg.md), target client 0
 (unguarded, the inner imprint model: a stand-in for a target that cannot see the attack).
-Covers are seeded (``seed=1``) for a reproducible table; a real client draws them from the
-operating system.
+In-process covers are seeded (``seed=1``) for a reproducible table; the Flower clients draw
+theirs from the operating system, as a real client does.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def run(quick: bool) -> dict[str, Any]:
                 ("non-targets train", "train", 2, False),
                 ("non-targets drop, Flower's threshold (all)", "drop", 1.0, False),
                 ("non-targets drop, threshold 2", "drop", 2, False),
+                ("non-targets drop, Flower's threshold, server adds 1 sybil", "drop", 1.0, True),
                 ("non-targets drop, threshold 2, server adds 1 sybil", "drop", 2, True),
                 ("non-targets cover, threshold 2, server adds 1 sybil", "cover", 2, True),
                 ("non-targets cover, Flower's threshold (all)", "cover", 1.0, False),
