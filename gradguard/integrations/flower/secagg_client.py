@@ -93,9 +93,14 @@ class GuardedSecAggClient(NumPyClient):
         return local_update(model, self.batch, self.training, gen, self.pid)
 
     def fit(self, parameters, config):
-        received = _state(self.template, parameters)
-        verdict, allowed = self.check.review(received)
-        self._record(verdict, allowed, config)
+        try:
+            received = _state(self.template, parameters)
+        except GradguardError as e:  # hostile arrays: refused like a flagged model
+            received, verdict, allowed = None, None, False
+            log.warning("client %d cannot read the model it received: %s", self.pid, e)
+        else:
+            verdict, allowed = self.check.review(received)
+            self._record(verdict, allowed, config)
         if allowed:
             delta = self._train(received).as_delta()
             trained = {k: v + delta[k] if k in delta else v for k, v in received.items()}
@@ -109,7 +114,10 @@ class GuardedSecAggClient(NumPyClient):
         reference = self.check.reference() or self.template.state_dict()
         honest = self._train({k: v.clone() for k, v in reference.items()})
         cover = cover_update(honest, self.refusal.scale, self.cover_generator).as_delta()
-        sent = {k: v + cover[k] if k in cover else v for k, v in received.items()}
+        # an unreadable model still gets a cover (on the reference): dropping out on a
+        # malformed message would hand the server the hazard the cover exists to prevent
+        base = received if received is not None else reference
+        sent = {k: v + cover[k] if k in cover else v for k, v in base.items()}
         metrics = {COVER_METRIC: 1} if self.refusal.report else {}
         return _arrays(sent), len(self.batch), metrics
 
