@@ -91,6 +91,12 @@ def run(quick: bool) -> dict[str, Any]:
                 ("non-targets cover, Flower's threshold (all)", "cover", 1.0, False),
             ):
                 add(label, flower_case(base, behaviour, threshold, sybil))
+            loud = prepare(HazardConfig(lr=LR, amplify=1000.0))
+            for behaviour in ("drop", "cover"):
+                tail = f"non-targets {behaviour}, threshold 2, 1 sybil"
+                row = flower_case(honest, behaviour, 2, True)
+                add(f"target gets the honest model; {tail}", row)
+                add(f"target's gradient x1000; {tail}", flower_case(loud, behaviour, 2, True))
     return {
         "setup": {
             "dataset": "digits",

@@ -210,6 +210,22 @@ class SybilClient:
         return _Sybil()
 
 
+class _RoundCampaign:
+    """The Campaign face :class:`SecAggCampaignFedAvg` needs, sending exactly ``r``'s models
+    (amplified or honest target included; a sybil gets a non-target's zeroed model) and
+    keeping the aggregate it receives (``score`` decodes it)."""
+
+    def __init__(self, r: HazardRound) -> None:
+        self.r = r
+
+    def models_for(self, rnd: int, global_model: nn.Module, clients) -> dict[int, nn.Module]:
+        zeroed = next(m for c, m in self.r.sent.items() if c != self.r.cfg.target)
+        return {c: self.r.sent.get(c, zeroed) for c in clients}
+
+    def recover(self, rnd: int, updates=None, aggregate=None) -> list:
+        return []
+
+
 def flower_case(
     r: HazardRound,
     behaviour: str,
@@ -220,7 +236,6 @@ def flower_case(
     """The round through Flower's SecAgg+ at the attacker's precision settings (clipping
     1.25 x the largest parameter sent, Q = 2^30, ``max_weight`` = the batch) and
     reconstruction ``threshold``; ``sybil``: the server adds one client of its own."""
-    from gradguard.bench.campaign import Campaign
     from gradguard.integrations.flower.secagg import (
         SecAggCampaignFedAvg,
         SecAggSettings,
@@ -251,14 +266,7 @@ def flower_case(
         check = ClientGuard(Guard(template=copy.deepcopy(template), data=batches[pid]))
         return GuardedSecAggClient(template, batches[pid], training, pid, check, refusal, cfg.seed)
 
-    campaign = Campaign(
-        get_attack("inconsistency", batch_size=cfg.batch_size, target=cfg.target),
-        (1,),
-        None,
-        r.aux,
-        {c: b.x for c, b in batches.items()},
-        cfg.threshold_db,
-    )
+    campaign = _RoundCampaign(r)
     weights = {c: cfg.batch_size for c in batches} | ({sybil_pid: 1} if sybil else {})
     strategy = SecAggCampaignFedAvg(
         template,
