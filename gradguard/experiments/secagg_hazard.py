@@ -231,7 +231,6 @@ def flower_case(
     behaviour: str,
     threshold: int | float = 1.0,
     sybil: bool = False,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """The round through Flower's SecAgg+ at the attacker's precision settings (clipping
     1.25 x the largest parameter sent, Q = 2^30, ``max_weight`` = the batch) and
