@@ -609,9 +609,8 @@ class ExposureAudit:
             value, bar = excess[where]
             rate, init = lonely[where][size], fresh.get(where, {}).get(size, 0.0)
             said = (
-                f"{rate:.2f} units per sample of {where} fire for that sample alone in batches "
-                f"of {size}, each returning it exactly, {value:+.2f} over a fresh {model} "
-                f"({init:.2f})"
+                f"{rate:.2f} units per sample fire for that sample alone in batches of {size} "
+                f"(each returns it exactly), {value:+.2f} over fresh {model}s ({init:.2f})"
             )
             findings.append(
                 Finding(
@@ -619,8 +618,8 @@ class ExposureAudit:
                     where,
                     value,
                     bar,
-                    f"{said}, where honest layers stay within {bar:.2f}: rows tuned to fire for "
-                    "one sample of a batch (trap weights)"
+                    f"{said}, where honest layers stay within +{bar:.2f}: rows tuned to fire "
+                    "for one sample of a batch (trap weights)"
                     if value >= bar
                     else said,
                     value >= bar,
