@@ -65,9 +65,22 @@ LONE_CAP = 4
 #: Batch sizes at which the lone-unit rate is read (those the probe holds); none below 16:
 #: in smaller batches an honest unit firing for half the samples is alone often, by chance.
 LONE_BATCHES = (16, 32, 64)
-#: The lone-unit rate must also reach this multiple of a fresh initialisation's of the
-#: client's own architecture (wide honest layers isolate more samples by chance).
-FRESH_MARGIN = 2.0
+#: Probe samples the lone-unit rate is read on (the probe batch and more of the client's data;
+#: only models with a dense layer below the head need the extra samples): the rate is the
+#: mean over every batch of each size these samples hold, so a handful of units near their
+#: firing threshold moves it little.
+LONE_SAMPLES = 256
+#: The reference of the lone-unit rate: its mean, layer by layer, over ``FRESH_SEEDS`` fresh
+#: initialisations of the client's own architecture on the same samples (wide honest layers
+#: isolate many samples by chance; trained ones stay close to their init). A layer is
+#: flagged when its rate exceeds the reference by the calibrated ``lone{b}`` and by
+#: ``FRESH_MARGIN - 1`` times the reference (a safeguard for wide layers, where the
+#: reference is large). Measured with 256 probe samples: 12 other fresh inits of mlp and
+#: convnet (digits, width 256 and 1000) reach 1.36x the mean at most, with an excess under
+#: the calibrated one; 128 trap rows among 1000 (batch 64) or 256 (batch 16) reach 1.5x
+#: (convnet, Fashion-MNIST) to 3x at the batch they are tuned to.
+FRESH_MARGIN = 1.3
+FRESH_SEEDS = 4
 
 
 @dataclass
@@ -114,6 +127,10 @@ class Probe:
                 if rate > out.get(size, (-1.0, ""))[0]:
                     out[size] = (rate, e.layer)
         return out
+
+    def lone(self) -> dict[str, dict[int, float]]:
+        """Per layer, the lone-unit rate at each batch size."""
+        return {e.layer: e.lone for e in self.layers}
 
 
 def participation(s: torch.Tensor) -> float:
@@ -189,10 +206,15 @@ def _capture(
     return out, logits.detach()
 
 
+def _log_choose(n: torch.Tensor, k: int) -> torch.Tensor:
+    n = n.double()
+    return torch.lgamma(n + 1) - math.lgamma(k + 1) - torch.lgamma(n - k + 1)
+
+
 def lone_rates(g: torch.Tensor, sizes: tuple[int, ...] = LONE_BATCHES) -> dict[int, float]:
     """Units live for exactly one sample of a batch, per sample, each sample counted at most
-    ``LONE_CAP`` times, at each batch size of ``sizes`` the probe holds (mean over disjoint
-    sub-batches; ``g``: N x K output gradients of the probe).
+    ``LONE_CAP`` times, at each batch size of ``sizes`` the probe holds: the mean over every
+    batch of that size drawn from the probe's samples (``g``: N x K output gradients).
 
     A unit is live for a sample when its output gradient there is nonzero, relative to the
     unit's own largest on the probe (so rescaling a unit's downstream weights cannot hide
@@ -202,22 +224,25 @@ def lone_rates(g: torch.Tensor, sizes: tuple[int, ...] = LONE_BATCHES) -> dict[i
     layers isolate a sample now and then, by chance. The per-sample gradients of a probe in
     evaluation mode do not depend on which samples share its batch, so one pass gives every
     smaller batch: an attacker tunes its rows to the client's real batch size, which the
-    audit need not know.
+    audit need not know. A unit live for ``c`` of the ``N`` samples is alone with sample
+    ``n`` (one of its ``c``) in a batch holding ``n`` with probability
+    ``C(N - c, b - 1) / C(N - 1, b - 1)``; each sample's expected count is capped.
     """
     n, k = g.shape
     a = g.abs()
-    live = (a > SILENT * a.amax(0)).float()
+    live = (a > SILENT * a.amax(0)).double()
+    silent = n - live.sum(0)  # per unit, the samples it is silent for
     out = {}
     for size in sizes:
-        parts = n // size
-        if parts == 0 or k == 0:
+        if size > n or k == 0:
             continue
-        b = live[: parts * size].reshape(parts, size, k)
-        lone = (b.sum(1) == 1).float()  # parts x K: units live for one sample alone
-        # the live sample's index where a unit is lone (0 elsewhere: it adds nothing there)
-        owner = (torch.einsum("psk,s->pk", b, torch.arange(size, dtype=b.dtype)) * lone).long()
-        counts = torch.zeros(parts, size).scatter_add_(1, owner, lone)
-        out[size] = float(counts.clamp(max=LONE_CAP).sum()) / (parts * size)
+        fits = silent >= size - 1
+        alone = torch.exp(
+            _log_choose(silent.clamp_min(size - 1), size - 1)
+            - _log_choose(torch.tensor(n - 1), size - 1)
+        )
+        alone = torch.where(fits, alone, torch.zeros_like(alone))
+        out[size] = float((live @ alone).clamp(max=LONE_CAP).mean())
     return out
 
 
@@ -265,6 +290,7 @@ def layer_exposure(
     min_cancelled: float = 8.0,
     onehot: torch.Tensor | None = None,
     min_classes: int = 4,
+    lone: dict[int, float] | None = None,
 ) -> LayerExposure:
     """Run the row and pair decoders on ``dW = G^T X``, ``db = G^T 1`` (N samples).
 
@@ -276,10 +302,11 @@ def layer_exposure(
     samples with real signal come from ``min_classes`` or more classes: imprint bins cancel
     every sample above the bin exactly, whatever its class; honest pairs before a narrow
     head cancel samples whose head errors point the same way (mostly one class).
+    ``lone``: the layer's lone-unit rates if read on more samples (default: on these).
     """
     x, g = x.flatten(1).float(), g.float()
     n, d = x.shape
-    result = LayerExposure(name, best_db=[-math.inf] * n, lone=lone_rates(g))
+    result = LayerExposure(name, best_db=[-math.inf] * n, lone=lone or lone_rates(g))
     lo, hi = (float(v) for v in torch.aminmax(x))
     magnitude = g.abs()
     unit_peak = magnitude.amax(0) if g.numel() else torch.zeros(0)
@@ -332,6 +359,35 @@ def layer_exposure(
     return result
 
 
+def _dense(caught: dict, state: Mapping[str, torch.Tensor], head: str | None) -> list[str]:
+    """The layers the decoders read: linear on per-sample vectors, with a bias, not the head
+    (its rows give back penultimate features, not the client's inputs: fishing, dominance
+    and head collapse, is what attacks the head)."""
+    return [
+        name
+        for name, (inp, g) in caught.items()
+        if inp.dim() == 2 and g.dim() == 2 and f"{name}.bias" in state and name != head
+    ]
+
+
+def _head(model: nn.Module) -> str | None:
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linear[-1] if linear else None
+
+
+def lone_profile(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn | None = None,
+) -> dict[str, dict[int, float]]:
+    """Per dense layer, the lone-unit rate at each batch size on ``(x, y)`` (what
+    :meth:`Probe.lone` reads, without the decoders)."""
+    caught, _ = _capture(model, state, x, y, loss_fn)
+    return {name: lone_rates(caught[name][1]) for name in _dense(caught, state, _head(model))}
+
+
 def probe(
     model: nn.Module,
     state: dict[str, torch.Tensor],
@@ -340,20 +396,23 @@ def probe(
     psnr_db: float = 30.0,
     k: int = 2,
     loss_fn: LossFn | None = None,
+    more: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Probe:
     """The exposure of the batch ``(x, y)`` in the update of ``model`` holding ``state``
-    (``loss_fn``: the client's batch-mean loss; default cross-entropy)."""
+    (``loss_fn``: the client's batch-mean loss; default cross-entropy); ``more``: further
+    samples of the client's the lone-unit rates are also read on (dense layers only)."""
     caught, logits = _capture(model, state, x, y, loss_fn)
-    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    head = linear[-1] if linear else None
+    head = _head(model)
     onehot = F.one_hot(y, int(y.max()) + 1).float()
-    # the head's rows give back penultimate features, not the client's inputs: fishing
-    # (dominance, head collapse) is what attacks the head
-    layers = [
-        layer_exposure(name, inp, g, psnr_db, k, onehot=onehot)
-        for name, (inp, g) in caught.items()
-        if inp.dim() == 2 and g.dim() == 2 and f"{name}.bias" in state and name != head
-    ]
+    dense = _dense(caught, state, head)
+    extra = {}
+    if dense and more is not None and len(more[0]):
+        extra = _capture(model, state, more[0], more[1], loss_fn)[0]
+    layers = []
+    for name in dense:
+        inp, g = caught[name]
+        lone = lone_rates(torch.cat([g, extra[name][1]])) if name in extra else None
+        layers.append(layer_exposure(name, inp, g, psnr_db, k, onehot=onehot, lone=lone))
     speakers, where, top_share = float(len(x)), "-", 1.0 / len(x)
     for name, (inp, g) in caught.items():
         if name == head:
@@ -420,18 +479,21 @@ class ExposureAudit:
             "exposure.own",
             doc='policy "strict": own exposure above this abstains',
         ),
-        # units live for one sample alone, per sample (each counted <= 4), in sub-batches of
-        # 16, 32 and 64 of the probe; a flag also needs FRESH_MARGIN x a fresh init of the
-        # client's architecture (trap weights; issue 8). Honest max 1.28, 0.484, 0.234
+        # units live for one sample alone, per sample (each counted <= 4), in batches of 16,
+        # 32 and 64 drawn from 256 probe samples, over the mean of 4 fresh inits of the
+        # client's architecture, layer by layer; a flag also needs FRESH_MARGIN x that mean
+        # (trap weights; issue 8). Honest max 0.396, 0.103, 0.064; the floors: 12.8 lone units
+        # per batch more than a fresh init (a fifth of a batch of 64)
         *(
             Threshold(
                 f"lone{size}",
                 default,
                 f"exposure.lone{size}",
                 floor=floor,
-                doc=f"units firing for one sample alone, per sample, in batches of {size}",
+                doc=f"units firing for one sample alone, per sample, in batches of {size}, "
+                "over a fresh init",
             )
-            for size, default, floor in ((16, 2.57, 1.0), (32, 0.969, 0.5), (64, 0.469, 0.25))
+            for size, default, floor in ((16, 0.8, 0.8), (32, 0.4, 0.4), (64, 0.2, 0.2))
         ),
     )
 
@@ -443,38 +505,51 @@ class ExposureAudit:
         neighbours: int = 2,
         seed: int = 0,
         strict: bool = False,
+        lone_samples: int = LONE_SAMPLES,
     ) -> None:
         self.t = resolve(self, thresholds)
         self.batch, self.psnr_db, self.k, self.seed = batch, psnr_db, neighbours, seed
+        self.lone_samples = max(int(lone_samples), batch)
         self.strict = strict
         self._previous: tuple[tuple[int, float], Probe] | None = None
         self._fresh: tuple[tuple, dict[int, float]] | None = None
 
-    def _batch(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    def _samples(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probe batch first, then the further samples the lone-unit rate reads."""
         assert ctx.data is not None
         g = torch.Generator().manual_seed(self.seed)
-        idx = torch.randperm(len(ctx.data), generator=g)[: self.batch]
+        idx = torch.randperm(len(ctx.data), generator=g)[: self.lone_samples]
         return ctx.data.x[idx], ctx.data.y[idx]
 
     def measure(self, state: dict[str, torch.Tensor], ctx: Context) -> Probe:
-        x, y = self._batch(ctx)
-        return probe(ctx.template, state, x, y, self.psnr_db, self.k, ctx.loss)
+        x, y = self._samples(ctx)
+        b = self.batch
+        return probe(
+            ctx.template, state, x[:b], y[:b], self.psnr_db, self.k, ctx.loss, (x[b:], y[b:])
+        )
 
-    def fresh_lone(self, ctx: Context) -> dict[int, float]:
-        """The lone-unit rate of the client's own architecture freshly initialised (its
-        modules' ``reset_parameters``, seeded), on the same probe; once per template."""
-        key = (id(ctx.template), self.batch, self.seed, len(ctx.data) if ctx.data else 0)
+    def fresh_lone(self, ctx: Context) -> dict[str, dict[int, float]]:
+        """Per layer and batch size, the lone-unit rate of the client's own architecture
+        freshly initialised (its modules' ``reset_parameters``, seeds ``seed`` to ``seed +
+        FRESH_SEEDS - 1``), averaged, on the same samples; once per template."""
+        key = (id(ctx.template), self.lone_samples, self.seed, len(ctx.data) if ctx.data else 0)
         if self._fresh is None or self._fresh[0] != key:
+            x, y = self._samples(ctx)
+            total: dict[str, dict[int, float]] = {}
             fresh = copy.deepcopy(ctx.template)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                for m in fresh.modules():
-                    reset = getattr(m, "reset_parameters", None)
-                    if callable(reset):
-                        reset()
-            state = {k: v.detach() for k, v in fresh.state_dict().items()}
-            most = self.measure(state, ctx).most_lone()
-            self._fresh = (key, {size: rate for size, (rate, _) in most.items()})
+            for s in range(FRESH_SEEDS):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.seed + s)
+                    for m in fresh.modules():
+                        reset = getattr(m, "reset_parameters", None)
+                        if callable(reset):
+                            reset()
+                state = {k: v.detach() for k, v in fresh.state_dict().items()}
+                for layer, rates in lone_profile(fresh, state, x, y, ctx.loss).items():
+                    mean = total.setdefault(layer, {})
+                    for size, rate in rates.items():
+                        mean[size] = mean.get(size, 0.0) + rate / FRESH_SEEDS
+            self._fresh = (key, total)
         return self._fresh[1]
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
@@ -518,23 +593,37 @@ class ExposureAudit:
                 structured / n >= t["pair_fraction"],
             ),
         ]
-        lonely = p.most_lone()
-        fresh = self.fresh_lone(ctx) if lonely else {}
-        for size, (rate, where) in sorted(lonely.items()):
-            bar = max(t[f"lone{size}"], FRESH_MARGIN * fresh.get(size, 0.0))
+        lonely = p.lone()
+        fresh = self.fresh_lone(ctx) if any(lonely.values()) else {}
+        model = type(ctx.template).__name__
+        for size in sorted({b for rates in lonely.values() for b in rates}):
+            # per layer: the excess over the fresh init, against what it must reach there
+            excess = {
+                layer: (
+                    rates[size] - fresh.get(layer, {}).get(size, 0.0),
+                    max(t[f"lone{size}"], (FRESH_MARGIN - 1) * fresh.get(layer, {}).get(size, 0)),
+                )
+                for layer, rates in lonely.items()
+                if size in rates
+            }
+            where = max(excess, key=lambda n: excess[n][0] / excess[n][1])
+            value, bar = excess[where]
+            rate, init = lonely[where][size], fresh.get(where, {}).get(size, 0.0)
+            said = (
+                f"{rate:.2f} units per sample fire for that sample alone in batches of {size} "
+                f"(each returns it exactly), {value:+.2f} over fresh {model}s ({init:.2f})"
+            )
             findings.append(
                 Finding(
                     f"exposure.lone{size}",
                     where,
-                    rate,
+                    value,
                     bar,
-                    f"{rate:.2f} units per sample fire for that sample alone in batches of "
-                    f"{size} (each returns it exactly) where honest layers stay below "
-                    f"{bar:.2f}: rows tuned to fire for one sample of a batch (trap weights)"
-                    if rate >= bar
-                    else f"{rate:.2f} units per sample fire for that sample alone in batches "
-                    f"of {size}",
-                    rate >= bar,
+                    f"{said}, where honest layers stay within +{bar:.2f}: rows tuned to fire "
+                    "for one sample of a batch (trap weights)"
+                    if value >= bar
+                    else said,
+                    value >= bar,
                 )
             )
         if p.head is not None and f"{p.head}.weight" in received:
@@ -618,7 +707,7 @@ class ExposureAudit:
                 "by_rows": len(worst.by_rows) if worst else 0,
                 "by_pairs": pairs,
                 "structured_pairs": structured,
-                "lone_units": {size: rate for size, (rate, _) in lonely.items()},
+                "lone_units": {size: rate for size, (rate, _) in p.most_lone().items()},
                 "speakers": p.speakers,
                 "should_speak": p.should_speak,
                 "top_share": p.top_share,

@@ -55,6 +55,7 @@ class Family:
     options: dict[str, Any] = field(default_factory=dict)
     leak: str = "leaked_fraction"  # or "psnr_max": the best matched image (fishing)
     skip_dials: tuple[str, ...] = ()  # dials that do nothing on this model
+    single_dials: bool = True  # False: only the textbook and adaptive points
 
 
 #: Dials that only act on convolutions (the pass-through): no-ops on ``mlp``.
@@ -71,6 +72,26 @@ def default_families(dataset: str = "digits", quick: bool = False) -> tuple[Fami
             "curious/mlp", "curious", "mlp", dataset, 64, {"neurons": 1000}, skip_dials=CONV_DIALS
         ),
         Family("curious/convnet", "curious", "convnet", dataset, 64, {"neurons": 1000}),
+        # the adaptive traps at a client batch of 16 (half of 256 rows traps)
+        Family(
+            "curious/mlp-b16",
+            "curious",
+            "mlp",
+            dataset,
+            16,
+            {"neurons": 256},
+            skip_dials=CONV_DIALS,
+            single_dials=False,
+        ),
+        Family(
+            "curious/convnet-b16",
+            "curious",
+            "convnet",
+            dataset,
+            16,
+            {"neurons": 256},
+            single_dials=False,
+        ),
         Family("fishing-class/convnet", "fishing-class", "convnet", dataset, 64, iters, "psnr_max"),
         Family(
             "fishing-feature/convnet", "fishing-feature", "convnet", dataset, 64, iters, "psnr_max"
@@ -85,11 +106,13 @@ def attack_class(name: str):
 
 
 def points(fam: Family, quick: bool = False) -> list[tuple[str, Any, dict[str, Any]]]:
-    """``(dial, value, options)`` per point: each dial swept alone, then ``adaptive``."""
+    """``(dial, value, options)`` per point: each dial swept alone, then ``adaptive``, then
+    the adaptive combination with one dial moved (``Attack.adaptive_sweep``: the white-box
+    attacker's next answers to the detectors that flag ``adaptive``)."""
     klass = attack_class(fam.attack)
     dials: dict[str, tuple] = dict(getattr(klass, "dials", {}) or {})
     out: list[tuple[str, Any, dict[str, Any]]] = [("textbook", None, {})]
-    for dial, values in dials.items():
+    for dial, values in dials.items() if fam.single_dials else ():
         if dial in fam.skip_dials:
             continue
         vals = list(values[1:])
@@ -100,6 +123,11 @@ def points(fam: Family, quick: bool = False) -> list[tuple[str, Any, dict[str, A
     if adaptive:
         chosen = {k: v for k, v in adaptive.items() if k not in fam.skip_dials}
         out.append(("adaptive", "", chosen))
+        for dial, values in (getattr(klass, "adaptive_sweep", None) or {}).items():
+            vals = list(values)
+            if quick and len(vals) > 2:
+                vals = [vals[0], vals[-1]]
+            out += [(f"adaptive+{dial}", v, {**chosen, dial: v}) for v in vals]
     return out
 
 

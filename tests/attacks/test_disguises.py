@@ -25,15 +25,19 @@ def adaptive(cls, model: str) -> dict:
 SIGNATURES = ("architecture", "forensics", "transmit-snr", "warmup+")
 
 
-def guard_verdict(result, model: str, detectors: tuple[str, ...] = SIGNATURES, previous=None):
+def guard_verdict(
+    result, model: str, detectors: tuple[str, ...] = SIGNATURES, previous=None, state=None
+):
     """A Guard of ``detectors`` (default: the signature checks the disguises were designed
-    against, the default Guard before the leakage audit) on the digits client's data."""
+    against, the default Guard before the leakage audit) on the digits client's data, on
+    the attacked model (or ``state``)."""
     local = train_test("digits", limit=1000)[0]
     width = result.manipulated.fc1.out_features
     template = build_model(model, local.image_shape, local.num_classes, width=width)
     config = GuardConfig(detectors=detectors, stop_at_first=False)
     guard = Guard(config, template=template, data=local)
-    state = {k: v.detach() for k, v in result.manipulated.state_dict().items()}
+    if state is None:
+        state = {k: v.detach() for k, v in result.manipulated.state_dict().items()}
     return guard.check(state, previous)
 
 
@@ -78,10 +82,33 @@ def test_disguised_trap_rows_are_flagged_on_first_contact(model):
     assert any(f.check.startswith("exposure.lone") and f.flagged for f in first.findings)
 
 
-def test_few_trap_rows_among_honest_rows_pass_on_first_contact():
-    """The white-box answer to the lone-unit check: half the rows traps, half honest. At a
-    client batch of 16 it still leaks most of the batch and passes the default Guard, also
-    against the last accepted model (docs/detection.md, what the frontier shows)."""
+def lone_flagged(verdict, size: int) -> bool:
+    return any(f.check == f"exposure.lone{size}" and f.flagged for f in verdict.findings)
+
+
+@pytest.mark.parametrize("model", ["mlp", "convnet"])
+def test_few_trap_rows_among_honest_rows_are_flagged_on_first_contact(model):
+    """The white-box answer to an absolute lone-unit bar (the frontier's adaptive point): 128
+    trap rows among 872 honest ones, tuned to a batch of 64. It leaks more than the honest
+    model (mlp: 0.38 by the per-row decoder; convnet: 0), and a layer isolating that many
+    more samples than fresh inits of the client's own architecture is flagged; an
+    independent fresh init of the same width is not."""
+    r = run_attack(
+        "curious", dataset="digits", model=model, batch_size=64, **adaptive(Curious, model)
+    )
+    assert r.leaked_fraction >= 0.35
+    first = default_guard_verdict(r, model)
+    assert first.malicious and lone_flagged(first, 64), first.summary()
+    torch.manual_seed(1)
+    other = build_model(model, tuple(r.originals.shape[1:]), 10, width=1000)
+    honest = guard_verdict(r, model, GuardConfig().detectors, None, state=other.state_dict())
+    assert not honest.malicious, honest.summary()
+
+
+def test_few_trap_rows_tuned_to_a_batch_of_16_are_flagged():
+    """Half the rows traps, half honest, at a client batch of 16: most of the batch leaks;
+    the lone-unit excess at batch 16 flags it on first contact and against the last
+    accepted model."""
     r = run_attack(
         "curious",
         dataset="digits",
@@ -91,8 +118,9 @@ def test_few_trap_rows_among_honest_rows_pass_on_first_contact():
         **adaptive(Curious, "mlp"),
     )
     assert r.leaked_fraction >= 0.6
-    assert not default_guard_verdict(r, "mlp").malicious
-    assert not default_guard_verdict(r, "mlp", previous=True).malicious
+    first = default_guard_verdict(r, "mlp")
+    assert first.malicious and lone_flagged(first, 16), first.summary()
+    assert default_guard_verdict(r, "mlp", previous=True).malicious
 
 
 def test_textbook_imprint_is_still_caught():

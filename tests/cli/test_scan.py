@@ -182,3 +182,18 @@ def test_scan_default_detectors_are_the_guards():
     from gradguard.detect import GuardConfig
 
     assert tuple(DEFAULT.split(",")) == GuardConfig().detectors
+
+
+def test_scan_names_the_exposure_of_disguised_trap_rows_in_one_line(tmp_path, capsys):
+    """The white-box trap layer (128 traps among 872 honest rows, signature disguises): scan
+    flags it, its first line saying what this round would expose and which units do it."""
+    from gradguard.attacks.server.curious import Curious
+    from gradguard.bench.attack_round import run_attack
+
+    opts = {k: v for k, v in Curious.adaptive.items() if k not in ("conv_mix", "honest_channels")}
+    r = run_attack("curious", dataset="digits", model="mlp", batch_size=64, **opts)
+    save_state(r.manipulated, tmp_path / "traps.safetensors")
+    code = main(["scan", str(tmp_path / "traps.safetensors"), "--model", "mlp", "--width", "1000"])
+    line = capsys.readouterr().out.splitlines()[0]  # then one line per flagged finding
+    assert code == 1 and line.startswith("FLAGGED this round would expose ")
+    assert "[tampered]" in line and "exposure.lone" in line and "(trap weights)" in line

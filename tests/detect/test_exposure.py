@@ -198,15 +198,21 @@ def test_head_collapse_separates_fishing_heads_from_honest_ones():
 def test_lone_units_are_counted_per_batch_size_whatever_their_scale():
     """A unit live for one sample alone counts however small its gradient (an attacker may
     shrink a trap row's downstream weights); a sample counts at most 4 times; the rate is
-    read at every batch size the probe holds."""
+    the mean over every batch of each size drawn from the probe."""
     from gradguard.detect.exposure import lone_rates
 
     g = torch.zeros(64, 10)
     g[3, 0] = 1e-12  # lone for sample 3, tiny
     g[5, 1:7] = 1.0  # six lone units on sample 5: counted 4 times
     g[:, 7] = 1.0  # live for every sample: never lone
-    g[20, 8], g[40, 8] = 1.0, 1.0  # lone in each batch of 16 and 32, not in 64
+    g[20, 8], g[40, 8] = 1.0, 1.0  # lone unless both are drawn: never in 64
     rates = lone_rates(g)
-    assert rates[64] == (1 + 4) / 64
-    assert rates[32] == (1 + 4 + 1 + 1) / 64
-    assert rates[16] == (1 + 4 + 1 + 1) / 64
+    assert rates[64] == pytest.approx((1 + 4) / 64)
+    # sample 20's batch of b leaves sample 40 out with probability (64 - b) / 63
+    assert rates[32] == pytest.approx((1 + 4 + 2 * 32 / 63) / 64)
+    assert rates[16] == pytest.approx((1 + 4 + 2 * 48 / 63) / 64)
+    # from 128 samples (64 more, silent but for unit 7), a batch of 64 holding sample 20
+    # leaves sample 40 out with probability 64 / 127
+    big = torch.cat([g, torch.zeros(64, 10)])
+    big[64:, 7] = 1.0
+    assert lone_rates(big)[64] == pytest.approx((1 + 4 + 2 * 64 / 127) / 128)

@@ -45,10 +45,11 @@ CALIBRATED: dict[str, float] = {
     # 1 - effective rank / (C - 1) of the head's centred rows (honest max 0.234)
     "exposure.head_collapse": 0.469,
     "exposure.strict_fraction": 0.05,  # policy "strict": own exposure above this abstains
-    # lone units per sample in batches of 16/32/64 (trap weights; honest max 1.28/0.484/0.234)
-    "exposure.lone16": 2.57,
-    "exposure.lone32": 0.969,
-    "exposure.lone64": 0.469,
+    # lone units per sample in batches of 16/32/64 over the mean of 4 fresh inits of the
+    # client's architecture (trap weights; honest max 0.396/0.103/0.064: the floors hold)
+    "exposure.lone16": 0.8,
+    "exposure.lone32": 0.4,
+    "exposure.lone64": 0.2,
 }
 
 # calibrate.py's floors and margins before they moved into the declarations
@@ -69,10 +70,10 @@ FLOORS: dict[str, float] = {
     "exposure.silencing": 2.0,
     "exposure.rise": 0.1,
     "exposure.head_collapse": 0.3,
-    # lone units per sample: honest layers isolate a sample now and then
-    "exposure.lone16": 1.0,
-    "exposure.lone32": 0.5,
-    "exposure.lone64": 0.25,
+    # lone units per sample over a fresh init: 12.8 more lone units per batch
+    "exposure.lone16": 0.8,
+    "exposure.lone32": 0.4,
+    "exposure.lone64": 0.2,
 }
 MARGINS = {"exposure.exposed_fraction": 1.2}
 

@@ -23,6 +23,16 @@ def test_points_start_with_the_textbook_setting_and_sweep_declared_dials():
     assert len(pts) == 1 + declared + bool(getattr(klass, "adaptive", None))
 
 
+def test_adaptive_sweep_moves_one_dial_of_the_adaptive_combination():
+    klass = frontier.attack_class("curious")
+    fam = frontier.Family("curious/mlp-b16", "curious", "mlp", batch=16, single_dials=False)
+    pts = frontier.points(fam)
+    assert [p[0] for p in pts[:2]] == ["textbook", "adaptive"]
+    swept = [p for p in pts if p[0] == "adaptive+traps"]
+    assert [p[1] for p in swept] == list(klass.adaptive_sweep["traps"])
+    assert all(p[2] == {**klass.adaptive, "traps": p[1]} for p in swept)
+
+
 def test_evasions_are_leaking_points_that_pass_a_detector():
     rows = [
         {

@@ -113,7 +113,7 @@ class Curious(ServerAttack):
     - ``honest_rows``: that many rows keep the honest model's weights (width = neurons +
       honest_rows; the trap rows sit at random positions);
     - ``traps``: only that many of the ``neurons`` rows are traps, the others keep the honest
-      weights (fewer rows firing for one sample alone: against ``exposure.lone_rows``);
+      weights (fewer rows firing for one sample alone: against ``exposure.lone16/32/64``);
     - ``pretrain_epochs``: start from a model trained that long on the auxiliary data;
     - ``conv_mix``, ``honest_channels`` (``convnet``): blurred pass-through kernels and
       honest unused channels (:func:`.passthrough.reach_first_linear`).
@@ -142,6 +142,9 @@ class Curious(ServerAttack):
         "honest_channels": True,
         "traps": 128,
     }
+    #: The attacker's next answers once ``adaptive`` is flagged (the lone-unit excess over a
+    #: fresh init): fewer traps (benchmarks/frontier.py, ``adaptive+traps``).
+    adaptive_sweep: ClassVar[dict[str, tuple]] = {"traps": (96, 64, 32)}
     models = SUPPORTED
     takes_batch_size = True
     threat_model = ThreatModel(
