@@ -113,6 +113,9 @@ def bin_thresholds(values: torch.Tensor, bins: int, quantiles: str = "gaussian")
 
 
 class _ImprintBase(ServerAttack):
+    #: factor on the imprint rows' weights and biases (their gradients keep their size)
+    imprint_scale: float = 1.0
+
     def __init__(
         self,
         bins: int = 256,
@@ -144,7 +147,7 @@ class _ImprintBase(ServerAttack):
         a = measurement_vector(self.measurement, aux.image_shape, self.seed, self.dct)
         m = aux.x[: self.aux_limit].flatten(1).double() @ a
         q = bin_thresholds(m, self.bins, self.quantiles)
-        scale = float(m.std()) or 1.0
+        scale = (float(m.std()) or 1.0) / self.imprint_scale
         rows = torch.arange(self.bins) if rows is None else rows
         with torch.no_grad():
             weight = torch.zeros(layer.in_features, dtype=torch.float64)
@@ -195,6 +198,9 @@ class Imprint(_ImprintBase):
       (:func:`.passthrough.reach_first_linear`), inverted by the decoder;
       ``honest_channels``: the convolution channels the pass-through does not use keep
       the model's weights.
+
+    ``imprint_scale`` multiplies the rows' weights and biases (same bins, same gradients):
+    small rows keep a SecAgg+ clipping range sized to them, and its rounding, small.
     """
 
     name = "imprint"
@@ -249,8 +255,12 @@ class Imprint(_ImprintBase):
         pretrain_epochs: int = 0,
         conv_mix: float = 0.0,
         honest_channels: bool = False,
+        imprint_scale: float = 1.0,
     ) -> None:
         super().__init__(bins, measurement, quantiles, dct, seed, aux_limit)
+        if not imprint_scale > 0:
+            raise GradguardError(f"imprint_scale must be positive, got {imprint_scale}")
+        self.imprint_scale = float(imprint_scale)
         if row_noise < 0 or honest_rows < 0 or pretrain_epochs < 0:
             raise GradguardError("row_noise, honest_rows and pretrain_epochs must be >= 0")
         if noise_space not in ("white", "quiet"):

@@ -164,6 +164,10 @@ class Loki(ServerAttack):
         slot_of = {client: slot for slot, client in enumerate(sorted(clients))}
         return out, LokiSecrets(slot_of, rows, features, aux.image_shape, self.tap_scale)
 
+    def decoded_keys(self, secrets: LokiSecrets) -> tuple[str, ...]:
+        """The parameters the decoder reads (a SecAgg+ server clips to these alone)."""
+        return ("fc1.weight", "fc1.bias")
+
     def _decode(self, g: dict[str, torch.Tensor], slot: int, s: LokiSecrets) -> torch.Tensor:
         feats, _ = invert_bins(
             g["fc1.weight"][s.rows[slot]],
