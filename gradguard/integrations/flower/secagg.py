@@ -48,8 +48,9 @@ class SecAggSettings:
     """``SecAggPlusWorkflow``'s parameters; the defaults are Flower 1.41's. Flower rounds
     quantised values through int32, so ``quantization_range`` must stay below 2^31.
     ``clipping_range <= 0``: the attacker's choice, 1.25 x the largest |parameter| it sends
-    among those its decoder reads (the attack's ``decoded_keys``; all where it names none):
-    the other parameters are clipped, which costs the attacker nothing."""
+    among those its decoder reads (``clip_to="decoded"``: the attack's ``decoded_keys``, all
+    where it names none; the other parameters are clipped, which costs the attacker nothing)
+    or among all (``clip_to="all"``)."""
 
     clipping_range: float = 8.0
     quantization_range: int = 2**22
@@ -57,6 +58,7 @@ class SecAggSettings:
     max_weight: float = 1000.0
     num_shares: float = 1.0  # a fraction of the sampled clients
     reconstruction_threshold: float = 1.0
+    clip_to: str = "decoded"  # "decoded" or "all", for clipping_range <= 0
 
 
 def _arrays(state: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
@@ -262,13 +264,16 @@ def attack_through_secagg(
     decoded: tuple[str, ...] = ()
     if settings.clipping_range <= 0:
         sent, secrets = attack.manipulate_clients(copy.deepcopy(template), aux, list(batches))
+        if settings.clip_to not in ("decoded", "all"):
+            raise GradguardError(f"clip_to must be 'decoded' or 'all', got {settings.clip_to!r}")
         if hasattr(attack, "decoded_keys"):
             decoded = tuple(attack.decoded_keys(secrets))
+        clip_keys = decoded if settings.clip_to == "decoded" else ()
         largest = max(
             float(v.abs().max())
             for m in sent.values()
             for k, v in m.state_dict().items()
-            if v.is_floating_point() and (not decoded or k in decoded)
+            if v.is_floating_point() and (not clip_keys or k in clip_keys)
         )
         settings = replace(settings, clipping_range=1.25 * largest)
     campaign.threshold_db = psnr_threshold
