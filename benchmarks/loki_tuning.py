@@ -95,6 +95,28 @@ def simulate(args: argparse.Namespace, options: dict[str, float]) -> dict:
     }
 
 
+def alone_in_bin(args: argparse.Namespace, split: str) -> dict:
+    """Per bins_per_sample: the fraction of the round's samples alone in their brightness bin
+    (at the sent model: an upper bound on what LOKI can recover, FedAvg drift aside)."""
+    from gradguard.attacks.server.imprint import bin_thresholds, measurement_vector
+
+    train, aux = train_test(args.dataset)
+    data = train if split == "train" else aux
+    a = measurement_vector("brightness", aux.image_shape)
+    m_aux = aux.x[:10_000].flatten(1).double() @ a
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))
+    out = {}
+    for per_sample in (4, 6, 8):
+        q = bin_thresholds(m_aux, per_sample * args.batch_size, "empirical")
+        alone = 0
+        for c in range(args.clients):
+            idx = order[c * args.batch_size : (c + 1) * args.batch_size]
+            k = torch.searchsorted(q, data.x[idx].flatten(1).double() @ a)
+            alone += int((torch.bincount(k)[k] == 1).sum())
+        out[per_sample] = round(alone / (args.clients * args.batch_size), 4)
+    return {"split": split, "seed": args.seed, "alone_in_bin": out}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--dataset", default="fashion-mnist")
@@ -106,8 +128,16 @@ def main() -> None:
     p.add_argument("--secagg", action="store_true")
     p.add_argument("--fixed", default="", help="options for every setting, k=v,...")
     p.add_argument("--set", action="append", default=[], help="one setting, k=v,...")
+    p.add_argument(
+        "--alone-in-bin",
+        choices=("aux", "train"),
+        help="only count samples alone in their bin (train: the clients' split, a diagnosis)",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.alone_in_bin:
+        print(json.dumps(alone_in_bin(args, args.alone_in_bin)))
+        return
     args.fixed = _pairs(args.fixed)
     for s in args.set or [""]:
         print(json.dumps(simulate(args, _pairs(s))), flush=True)
