@@ -256,9 +256,10 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for r in report.get("flower", []):
         s = r["settings"]
+        clip_to = f" (sized to {s['clip_to']})" if r["secagg"] != "flower defaults" else ""
         lines.append(
             f"| {r['label']} | {r['clients']} x {r['batch_size']} | {r['local_steps']} |"
-            f" {r['secagg']} | {s['clipping_range']:.3g} ({s.get('clip_to', 'all')}) | "
+            f" {r['secagg']} | {s['clipping_range']:.3g}{clip_to} | "
             f"{s['quantization_range']} | {r['leaked_fraction']:.1%} | "
             f"{r['in_process_leaked_fraction']:.1%} | {r.get('aggregate_cosine_to_target')} | "
             f"{r.get('aggregate_cosine_decoded')} |"
