@@ -199,8 +199,10 @@ class Imprint(_ImprintBase):
       ``honest_channels``: the convolution channels the pass-through does not use keep
       the model's weights.
 
-    ``imprint_scale`` multiplies the rows' weights and biases (same bins, same gradients):
-    small rows keep a SecAgg+ clipping range sized to them, and its rounding, small.
+    ``imprint_scale`` multiplies the rows' weights and biases (same bins) and, with
+    ``downstream="equal"``, divides the next layer's columns (so that layer's input is
+    unchanged and each bin's gradient grows ``1 / imprint_scale``): small rows with large
+    gradients survive SecAgg+'s clipping and rounding (docs/secagg.md).
     """
 
     name = "imprint"
@@ -312,7 +314,7 @@ class Imprint(_ImprintBase):
         row_noise(target.layer, rows, self.row_noise, disguise, loud)
         gain = None
         if self.downstream == "equal":
-            _equalize(target, torch.Generator().manual_seed(self.seed + 1))
+            _equalize(target, torch.Generator().manual_seed(self.seed + 1), 1 / self.imprint_scale)
         else:
             gain = proportional_columns(target.downstream, rows, disguise)
         return model, ImprintSecrets(
@@ -328,8 +330,10 @@ class Imprint(_ImprintBase):
 
 
 @torch.no_grad()
-def _equalize(target: LinearTarget, g: torch.Generator) -> None:
-    """Give the next layer identical weight columns, so every bin gets the same gradient.
+def _equalize(target: LinearTarget, g: torch.Generator, gain: float = 1.0) -> None:
+    """Give the next layer identical weight columns, so every bin gets the same gradient;
+    ``gain`` multiplies them (``1 / imprint_scale``: the next layer sees what it would at
+    scale 1, and each bin's gradient is ``gain`` times larger).
 
     For ``mlp`` (``fc2`` then ReLU) the weights and biases are positive so every ``fc2``
     unit stays active; for ``convnet`` the next layer is the classifier head.
@@ -339,7 +343,7 @@ def _equalize(target: LinearTarget, g: torch.Generator) -> None:
     if target.downstream_name == "fc2":
         v = v.abs() + 0.1
         down.bias.copy_(0.1 + 0.1 * torch.rand(down.out_features, generator=g))
-    down.weight.copy_(v.expand(-1, down.in_features) / down.in_features)
+    down.weight.copy_(v.expand(-1, down.in_features) * gain / down.in_features)
 
 
 class ImprintBlock(nn.Module):
