@@ -303,6 +303,7 @@ def main() -> None:
         ("loki", "digits", "convnet", 4, 16, 8, {}),
         ("inconsistency", "digits", "mlp", 4, 16, 1, {}),
         ("inconsistency", "digits", "mlp", 4, 16, 1, {"imprint_scale": 0.01}),
+        ("inconsistency", "digits", "mlp", 4, 16, 1, {"imprint_scale": 1e-4}),
     ]
     if not args.quick:
         rows += [
@@ -335,9 +336,9 @@ def main() -> None:
                 2,
                 16,
                 1,
-                {"imprint_scale": 0.01},
-                "inconsistency, imprint_scale 0.01",
-                "decoded",
+                {"imprint_scale": 1e-4},
+                "inconsistency, imprint_scale 1e-4",
+                "all",
             ),
         ]
     attack, dataset, model, clients, batch, steps = HEADLINE
