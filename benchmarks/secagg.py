@@ -176,6 +176,13 @@ def verdicts(clients: int = 4, batch: int = 16) -> list[dict[str, Any]]:
             get_attack("inconsistency", inner="curious", batch_size=batch),
         ),
     ]
+    cases.append(
+        (
+            "inconsistency, inner imprint, imprint_scale 1e-4",
+            "mlp",
+            get_attack("inconsistency", batch_size=batch, imprint_scale=1e-4),
+        )
+    )
     adaptive = get_attack("inconsistency", batch_size=batch)
     adaptive.inner = get_attack("imprint", **Imprint.adaptive)  # the disguised inner imprint
     cases.append(("inconsistency, inner imprint adaptive", "mlp", adaptive))
