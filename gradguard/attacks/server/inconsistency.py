@@ -80,6 +80,8 @@ class ModelInconsistency(ServerAttack):
         if zeroed_layers < 1:
             raise GradguardError(f"zeroed_layers must be at least 1, got {zeroed_layers}")
         takes = inspect.signature(attack_class(inner)).parameters
+        if imprint_scale != 1.0 and "imprint_scale" not in takes:
+            raise GradguardError(f"inner attack {inner!r} has no imprint_scale")
         passed = {"bins": bins, "imprint_scale": imprint_scale}
         self.inner = get_attack(
             inner, batch_size=batch_size, **{k: v for k, v in passed.items() if k in takes}
