@@ -1,15 +1,21 @@
 """Attacks on secure aggregation, measured: LOKI and model inconsistency in-process, through
 Flower's real SecAgg+, and each client's default-Guard verdict (issue 10).
 
-    python benchmarks/secagg.py             # in-process + Flower SecAgg+ + verdicts
-    python benchmarks/secagg.py --quick     # small rows only
+    python benchmarks/secagg.py                       # every section
+    python benchmarks/secagg.py --section headline    # one section (others kept from the JSON)
+    python benchmarks/secagg.py --quick               # small rows only
 
+Sections: ``in_process`` (small rows), ``headline`` (LOKI, Fashion-MNIST 10 clients x 64,
+8 local steps, at seeds 0-2, the issue's row), ``headline_flower`` (that round through
+Flower SecAgg+, with the wall time and the machine's peak memory), ``flower`` (small rows at
+Flower's defaults and at the attacker's settings), ``verdicts``.
 Writes ``benchmarks/results/secagg.json`` and ``secagg.md``. In-process rows are
 :func:`gradguard.bench.attack_round.run_attack` (gradguard's pairwise-masked secure sum);
 Flower rows are :func:`gradguard.integrations.flower.secagg.attack_through_secagg` (the
 clients run ``secaggplus_mod``, the server ``SecAggPlusWorkflow``), at Flower's defaults and
 at the attacker's choice (quantisation range 2^30, the most Flower's int32 rounding allows;
-clipping range 1.25 x the largest parameter sent; max_weight = the batch size).
+clipping range 1.25 x the largest parameter sent among those the attack decodes, or among
+all for ``clip_to="all"``; max_weight = the batch size).
 Verdicts: each client runs ``Guard(template=honest model, data=its batch)`` on the model it
 receives. Timings are wall-clock on a shared CPU.
 """
@@ -40,21 +46,27 @@ ATTACKER = {
     "quantization_range": 2**30,
     "modulus_range": 2**40,
 }
-#: LOKI at scale 1 (no FedAvg drift compensation): its deltas are large enough for SecAgg+
+#: LOKI at scale 1 (no FedAvg drift compensation)
 LOKI_SCALE_1 = {"tap_scale": 1.0, "imprint_scale": 1.0, "head_scale": 1.0}
-#: LOKI for SecAgg+: imprint rows scaled down 10x, so the clipping range (set by the largest
-#: parameter sent) and with it Flower's float32 + quantisation floor drop 10x
-LOKI_SECAGG = {"tap_scale": 1.0, "imprint_scale": 0.1, "head_scale": 1.0}
+#: the issue's LOKI round
+HEADLINE = ("loki", "fashion-mnist", "convnet", 10, 64, 8)
 
 
-def in_process(rows: list[tuple]) -> list[dict[str, Any]]:
+def in_process(rows: list[tuple], seed: int = 0) -> list[dict[str, Any]]:
     out = []
     for attack, dataset, model, clients, batch, steps, options in rows:
         r = run_attack(
-            attack, dataset, model, batch_size=batch, local_steps=steps, clients=clients, **options
+            attack,
+            dataset,
+            model,
+            batch_size=batch,
+            local_steps=steps,
+            clients=clients,
+            seed=seed,
+            **options,
         )
         s = r.summary()
-        s["options"] = options
+        s["options"], s["seed"] = options, seed
         out.append(s)
         print(json.dumps(s), flush=True)
     return out
@@ -64,12 +76,12 @@ def flower(rows: list[tuple]) -> list[dict[str, Any]]:
     from gradguard.integrations.flower.secagg import SecAggSettings, attack_through_secagg
 
     out = []
-    for attack, model, clients, batch, steps, options, label in rows:
+    for attack, model, clients, batch, steps, options, label, clip_to in rows:
         for which in ("flower defaults", "attacker's choice"):
             settings = (
                 SecAggSettings()
                 if which == "flower defaults"
-                else SecAggSettings(**ATTACKER, max_weight=float(batch))
+                else SecAggSettings(**ATTACKER, max_weight=float(batch), clip_to=clip_to)
             )
             r = attack_through_secagg(
                 attack,
@@ -99,6 +111,52 @@ def flower(rows: list[tuple]) -> list[dict[str, Any]]:
     return out
 
 
+def headline_flower() -> list[dict[str, Any]]:
+    """The issue's LOKI round through Flower SecAgg+ at the attacker's settings; wall time and
+    the machine's peak used memory (sampled; other processes included)."""
+    import threading
+    import time
+
+    import psutil
+
+    from gradguard.integrations.flower.secagg import SecAggSettings, attack_through_secagg
+
+    attack, dataset, model, clients, batch, steps = HEADLINE
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(1.0):
+            peak[0] = max(peak[0], psutil.virtual_memory().used)
+
+    baseline = psutil.virtual_memory().used
+    threading.Thread(target=sample, daemon=True).start()
+    start = time.perf_counter()
+    r = attack_through_secagg(
+        attack,
+        SecAggSettings(**ATTACKER, max_weight=float(batch)),
+        dataset=dataset,
+        model=model,
+        clients=clients,
+        batch_size=batch,
+        local_steps=steps,
+    )
+    done.set()
+    parameters = sum(v.numel() for v in r["sent"][0].values())
+    r.pop("aggregate")
+    r.pop("sent")
+    r.update(
+        label="loki (defaults)",
+        secagg="attacker's choice",
+        dataset=dataset,
+        parameters_per_client=parameters,
+        wall_seconds=round(time.perf_counter() - start, 1),
+        used_memory_gb_before=round(baseline / 2**30, 1),
+        used_memory_gb_peak=round(peak[0] / 2**30, 1),
+    )
+    print(json.dumps(r), flush=True)
+    return [r]
+
+
 def verdicts(clients: int = 4, batch: int = 16) -> list[dict[str, Any]]:
     """Each client's default-Guard verdict on the model it receives."""
     train, aux = train_test("digits")
@@ -118,6 +176,13 @@ def verdicts(clients: int = 4, batch: int = 16) -> list[dict[str, Any]]:
             get_attack("inconsistency", inner="curious", batch_size=batch),
         ),
     ]
+    cases.append(
+        (
+            "inconsistency, inner imprint, imprint_scale 1e-4",
+            "mlp",
+            get_attack("inconsistency", batch_size=batch, imprint_scale=1e-4),
+        )
+    )
     adaptive = get_attack("inconsistency", batch_size=batch)
     adaptive.inner = get_attack("imprint", **Imprint.adaptive)  # the disguised inner imprint
     cases.append(("inconsistency, inner imprint adaptive", "mlp", adaptive))
@@ -155,32 +220,56 @@ def verdicts(clients: int = 4, batch: int = 16) -> list[dict[str, Any]]:
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Attacks on secure aggregation (benchmarks/secagg.py)", ""]
     lines += [
-        "## In-process (gradguard's pairwise-masked secure sum)",
+        "## LOKI, Fashion-MNIST, 10 clients x 64, 8 local steps (defaults)",
         "",
-        "| attack | dataset | clients x batch | local steps | leaked | PSNR mean |",
+        "| engine | seed | leaked | images | PSNR mean | seconds |",
         "|---|---|---|---|---|---|",
     ]
-    for r in report["in_process"]:
+    for r in report.get("headline", []):
+        lines.append(
+            f"| in-process secure sum | {r['seed']} | {r['leaked_fraction']:.1%} | "
+            f"{sum(r['leaked'].values())} of {r['clients'] * r['batch_size']} | "
+            f"{r['psnr_mean']} | {r['seconds']} |"
+        )
+    for r in report.get("headline_flower", []):
+        lines.append(
+            f"| Flower SecAgg+ (clip {r['settings']['clipping_range']:.3g}, Q 2^30; "
+            f"{r['parameters_per_client'] / 1e6:.0f}M parameters per client; peak used "
+            f"memory {r['used_memory_gb_peak']} GB from {r['used_memory_gb_before']} GB) | 0 | "
+            f"{r['leaked_fraction']:.1%} | {sum(r['leaked'].values())} of "
+            f"{r['clients'] * r['batch_size']} | {r['psnr_mean']} | {r['wall_seconds']} |"
+        )
+    lines += [
+        "",
+        "## In-process (gradguard's pairwise-masked secure sum)",
+        "",
+        "| attack | dataset | clients x batch | local steps | leaked | PSNR mean | cosine |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report.get("in_process", []):
         lines.append(
             f"| {r['attack']} {r.get('options') or ''} | {r['dataset']} | "
             f"{r['clients']} x {r['batch_size']} | {r['local_steps']} | "
-            f"{r['leaked_fraction']:.1%} | {r['psnr_mean']} |"
+            f"{r['leaked_fraction']:.1%} | {r['psnr_mean']} | "
+            f"{r.get('aggregate_cosine_to_target')} |"
         )
     lines += [
         "",
         "## Flower SecAgg+ (secaggplus_mod + SecAggPlusWorkflow), digits",
         "",
         "| attack | clients x batch | steps | SecAgg+ | clip | quant | leaked (Flower) | "
-        "leaked (in-process) | cosine(aggregate, first client's update) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "leaked (in-process) | cosine, all parameters | cosine, decoded layer |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in report["flower"]:
+    for r in report.get("flower", []):
         s = r["settings"]
+        clip_to = f" (sized to {s['clip_to']})" if r["secagg"] != "flower defaults" else ""
         lines.append(
             f"| {r['label']} | {r['clients']} x {r['batch_size']} | {r['local_steps']} |"
-            f" {r['secagg']} | {s['clipping_range']:.3g} | {s['quantization_range']} | "
-            f"{r['leaked_fraction']:.1%} | {r['in_process_leaked_fraction']:.1%} | "
-            f"{r.get('aggregate_cosine_to_target')} |"
+            f" {r['secagg']} | {s['clipping_range']:.3g}{clip_to} | "
+            f"{s['quantization_range']} | {r['leaked_fraction']:.1%} | "
+            f"{r['in_process_leaked_fraction']:.1%} | {r.get('aggregate_cosine_to_target')} | "
+            f"{r.get('aggregate_cosine_decoded')} |"
         )
     lines += [
         "",
@@ -189,7 +278,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| attack | client | role | flagged | trains | detector |",
         "|---|---|---|---|---|---|",
     ]
-    for r in report["verdicts"]:
+    for r in report.get("verdicts", []):
         lines.append(
             f"| {r['attack']} | {r['client']} | {r['role']} | {r['flagged']} | "
             f"{r['allowed']} | {r['detector']} |"
@@ -197,47 +286,91 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SECTIONS = ("in_process", "headline", "headline_flower", "flower", "verdicts")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--section", action="append", choices=SECTIONS, help="default: all")
     p.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the JSON")
     args = p.parse_args()
     torch.set_num_threads(1)
     name = "secagg_quick" if args.quick else "secagg"
+    path = RESULTS / f"{name}.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
     if args.markdown_only:
-        report = json.loads((RESULTS / f"{name}.json").read_text())
         (RESULTS / f"{name}.md").write_text(markdown(report))
         return
+    sections = args.section or list(SECTIONS)
+    if args.quick:
+        sections = [s for s in sections if not s.startswith("headline")]
     rows = [
         ("loki", "digits", "convnet", 4, 16, 1, {}),
         ("loki", "digits", "convnet", 4, 16, 8, {}),
         ("inconsistency", "digits", "mlp", 4, 16, 1, {}),
+        ("inconsistency", "digits", "mlp", 4, 16, 1, {"imprint_scale": 0.01}),
+        ("inconsistency", "digits", "mlp", 4, 16, 1, {"imprint_scale": 1e-4}),
     ]
     if not args.quick:
         rows += [
             ("loki", "digits", "convnet", 4, 16, 4, {}),
             ("loki", "digits", "convnet", 10, 16, 8, {}),
-            ("loki", "digits", "convnet", 4, 64, 8, {}),
             ("loki", "fashion-mnist", "convnet", 4, 16, 8, {}),
-            ("loki", "fashion-mnist", "convnet", 10, 64, 1, {}),
-            ("loki", "fashion-mnist", "convnet", 10, 64, 8, {}),
             ("inconsistency", "fashion-mnist", "mlp", 4, 64, 4, {}),
         ]
     fl_rows = [
-        ("loki", "convnet", 2, 16, 1, {}, "loki"),
-        ("loki", "convnet", 2, 16, 1, LOKI_SCALE_1, "loki scale 1"),
-        ("inconsistency", "mlp", 2, 16, 1, {}, "inconsistency"),
+        ("loki", "convnet", 2, 16, 1, {}, "loki", "decoded"),
+        ("loki", "convnet", 2, 16, 4, {}, "loki", "decoded"),
+        ("inconsistency", "mlp", 2, 16, 1, {}, "inconsistency", "all"),
+        (
+            "inconsistency",
+            "mlp",
+            2,
+            16,
+            1,
+            {"imprint_scale": 0.01},
+            "inconsistency, imprint_scale 0.01",
+            "all",
+        ),
     ]
     if not args.quick:
         fl_rows += [
-            ("loki", "convnet", 2, 16, 1, LOKI_SECAGG, "loki secagg scales"),
-            ("loki", "convnet", 3, 16, 4, LOKI_SECAGG, "loki secagg scales"),
+            ("loki", "convnet", 2, 16, 1, LOKI_SCALE_1, "loki scale 1", "decoded"),
+            (
+                "inconsistency",
+                "mlp",
+                2,
+                16,
+                1,
+                {"imprint_scale": 1e-4},
+                "inconsistency, imprint_scale 1e-4",
+                "all",
+            ),
         ]
-    report = {"in_process": in_process(rows), "flower": flower(fl_rows), "verdicts": verdicts()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
-    (RESULTS / f"{name}.md").write_text(markdown(report))
-    print(f"wrote {RESULTS / name}.json and .md")
+    attack, dataset, model, clients, batch, steps = HEADLINE
+    for section in sections:
+        if section == "in_process":
+            result = in_process(rows)
+        elif section == "headline":
+            result = [
+                r
+                for seed in (0, 1, 2)
+                for r in in_process([(attack, dataset, model, clients, batch, steps, {})], seed)
+            ]
+        elif section == "headline_flower":
+            result = headline_flower()
+        elif section == "flower":
+            result = flower(fl_rows)
+        else:
+            result = verdicts()
+        # re-read: another run may have written its own sections meanwhile
+        report = json.loads(path.read_text()) if path.exists() else {}
+        report[section] = result
+        RESULTS.mkdir(exist_ok=True)
+        path.write_text(json.dumps(report, indent=1))
+        (RESULTS / f"{name}.md").write_text(markdown(report))
+        print(f"wrote {path} and .md", flush=True)
 
 
 if __name__ == "__main__":

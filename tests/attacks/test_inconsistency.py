@@ -45,3 +45,15 @@ def test_target_gets_the_inner_attack_and_refusals():
         arch.manipulate_clients(model, aux, [0, 1])
     with pytest.raises(GradguardError, match="cannot be inconsistency"):
         get_attack("inconsistency", inner="inconsistency")
+
+
+def test_imprint_scale_shrinks_the_targets_rows_and_its_images_still_come_back():
+    from gradguard.bench.attack_round import run_attack
+
+    small = run_attack(
+        "inconsistency", "digits", "mlp", batch_size=16, clients=2, imprint_scale=0.01
+    )
+    full = run_attack("inconsistency", "digits", "mlp", batch_size=16, clients=2)
+    ratio = float(small.manipulated.fc1.bias.abs().max() / full.manipulated.fc1.bias.abs().max())
+    assert ratio == pytest.approx(0.01, rel=1e-3)  # SecAgg+'s clipping range shrinks with it
+    assert small.leaks[0].leaked >= 14, small.summary()  # the target's 16 of 16 measured

@@ -73,3 +73,10 @@ def test_every_client_sees_the_attack_with_the_default_guard():
         guard = Guard(template=honest, data=train.subset(torch.arange(8 * c, 8 * c + 8)))
         verdict = guard.check(model.state_dict())
         assert verdict.malicious and not guard.allows(verdict), verdict.summary()
+
+
+def test_fashion_mnist_under_fedavg_with_eight_local_steps():
+    # the default scales, chosen on the server's auxiliary data (docs/secagg.md)
+    r = run_attack("loki", "fashion-mnist", "convnet", batch_size=16, local_steps=8, clients=4)
+    assert r.leaked_fraction >= 0.85, r.summary()  # 98.4% measured
+    assert all(leak.leaked >= 12 for leak in r.leaks), r.summary()

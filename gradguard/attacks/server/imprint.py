@@ -113,6 +113,9 @@ def bin_thresholds(values: torch.Tensor, bins: int, quantiles: str = "gaussian")
 
 
 class _ImprintBase(ServerAttack):
+    #: factor on the imprint rows' weights and biases (their gradients keep their size)
+    imprint_scale: float = 1.0
+
     def __init__(
         self,
         bins: int = 256,
@@ -144,7 +147,7 @@ class _ImprintBase(ServerAttack):
         a = measurement_vector(self.measurement, aux.image_shape, self.seed, self.dct)
         m = aux.x[: self.aux_limit].flatten(1).double() @ a
         q = bin_thresholds(m, self.bins, self.quantiles)
-        scale = float(m.std()) or 1.0
+        scale = (float(m.std()) or 1.0) / self.imprint_scale
         rows = torch.arange(self.bins) if rows is None else rows
         with torch.no_grad():
             weight = torch.zeros(layer.in_features, dtype=torch.float64)
@@ -195,6 +198,11 @@ class Imprint(_ImprintBase):
       (:func:`.passthrough.reach_first_linear`), inverted by the decoder;
       ``honest_channels``: the convolution channels the pass-through does not use keep
       the model's weights.
+
+    ``imprint_scale`` multiplies the rows' weights and biases (same bins) and, with
+    ``downstream="equal"``, divides the next layer's columns (so that layer's input is
+    unchanged and each bin's gradient grows ``1 / imprint_scale``): small rows with large
+    gradients survive SecAgg+'s clipping and rounding (docs/secagg.md).
     """
 
     name = "imprint"
@@ -249,8 +257,12 @@ class Imprint(_ImprintBase):
         pretrain_epochs: int = 0,
         conv_mix: float = 0.0,
         honest_channels: bool = False,
+        imprint_scale: float = 1.0,
     ) -> None:
         super().__init__(bins, measurement, quantiles, dct, seed, aux_limit)
+        if not imprint_scale > 0:
+            raise GradguardError(f"imprint_scale must be positive, got {imprint_scale}")
+        self.imprint_scale = float(imprint_scale)
         if row_noise < 0 or honest_rows < 0 or pretrain_epochs < 0:
             raise GradguardError("row_noise, honest_rows and pretrain_epochs must be >= 0")
         if noise_space not in ("white", "quiet"):
@@ -302,7 +314,7 @@ class Imprint(_ImprintBase):
         row_noise(target.layer, rows, self.row_noise, disguise, loud)
         gain = None
         if self.downstream == "equal":
-            _equalize(target, torch.Generator().manual_seed(self.seed + 1))
+            _equalize(target, torch.Generator().manual_seed(self.seed + 1), 1 / self.imprint_scale)
         else:
             gain = proportional_columns(target.downstream, rows, disguise)
         return model, ImprintSecrets(
@@ -318,8 +330,10 @@ class Imprint(_ImprintBase):
 
 
 @torch.no_grad()
-def _equalize(target: LinearTarget, g: torch.Generator) -> None:
-    """Give the next layer identical weight columns, so every bin gets the same gradient.
+def _equalize(target: LinearTarget, g: torch.Generator, gain: float = 1.0) -> None:
+    """Give the next layer identical weight columns, so every bin gets the same gradient;
+    ``gain`` multiplies them (``1 / imprint_scale``: the next layer sees what it would at
+    scale 1, and each bin's gradient is ``gain`` times larger).
 
     For ``mlp`` (``fc2`` then ReLU) the weights and biases are positive so every ``fc2``
     unit stays active; for ``convnet`` the next layer is the classifier head.
@@ -329,7 +343,7 @@ def _equalize(target: LinearTarget, g: torch.Generator) -> None:
     if target.downstream_name == "fc2":
         v = v.abs() + 0.1
         down.bias.copy_(0.1 + 0.1 * torch.rand(down.out_features, generator=g))
-    down.weight.copy_(v.expand(-1, down.in_features) / down.in_features)
+    down.weight.copy_(v.expand(-1, down.in_features) * gain / down.in_features)
 
 
 class ImprintBlock(nn.Module):

@@ -50,8 +50,8 @@ def zero_last_layers(model: nn.Module, layers: int) -> nn.Module:
 class ModelInconsistency(ServerAttack):
     """The target (client id ``target``) gets ``inner``'s model, everyone else zeroed layers.
 
-    ``bins`` is handed to an inner attack that takes it (imprint), the client's
-    ``batch_size`` to one that declares ``takes_batch_size`` (curious).
+    ``bins`` and ``imprint_scale`` are handed to an inner attack that takes them (imprint),
+    the client's ``batch_size`` to one that declares ``takes_batch_size`` (curious).
     """
 
     name = "inconsistency"
@@ -73,14 +73,18 @@ class ModelInconsistency(ServerAttack):
         zeroed_layers: int = 2,
         bins: int = 256,
         batch_size: int = 64,
+        imprint_scale: float = 1.0,
     ) -> None:
         if inner == self.name:
             raise GradguardError("the inner attack of inconsistency cannot be inconsistency")
         if zeroed_layers < 1:
             raise GradguardError(f"zeroed_layers must be at least 1, got {zeroed_layers}")
-        takes_bins = "bins" in inspect.signature(attack_class(inner)).parameters
+        takes = inspect.signature(attack_class(inner)).parameters
+        if imprint_scale != 1.0 and "imprint_scale" not in takes:
+            raise GradguardError(f"inner attack {inner!r} has no imprint_scale")
+        passed = {"bins": bins, "imprint_scale": imprint_scale}
         self.inner = get_attack(
-            inner, batch_size=batch_size, **({"bins": bins} if takes_bins else {})
+            inner, batch_size=batch_size, **{k: v for k, v in passed.items() if k in takes}
         )
         if self.inner.per_client or self.inner.secure_sum:
             raise GradguardError(f"inner attack {inner!r} must be a one-model attack")
@@ -114,6 +118,13 @@ class ModelInconsistency(ServerAttack):
                 "models would not sum"
             )
         return {c: manipulated if c == self.target else zeroed for c in clients}, secrets
+
+    def decoded_keys(self, secrets: InconsistencySecrets) -> tuple[str, ...]:
+        """The parameters the inner decoder reads, where it names them (imprint)."""
+        inner = secrets.inner
+        if hasattr(inner, "weight_key") and hasattr(inner, "bias_key"):
+            return (inner.weight_key, inner.bias_key)
+        return ()
 
     def reconstruct_sum(
         self, aggregate: Update, clients: list[int], secrets: InconsistencySecrets

@@ -47,7 +47,10 @@ from gradguard.fl.update import Update
 class SecAggSettings:
     """``SecAggPlusWorkflow``'s parameters; the defaults are Flower 1.41's. Flower rounds
     quantised values through int32, so ``quantization_range`` must stay below 2^31.
-    ``clipping_range <= 0``: the attacker's choice, 1.25 x the largest |parameter| it sends."""
+    ``clipping_range <= 0``: the attacker's choice, 1.25 x the largest |parameter| it sends
+    among those its decoder reads (``clip_to="decoded"``: the attack's ``decoded_keys``, all
+    where it names none; the other parameters are clipped, which costs the attacker nothing)
+    or among all (``clip_to="all"``)."""
 
     clipping_range: float = 8.0
     quantization_range: int = 2**22
@@ -55,6 +58,7 @@ class SecAggSettings:
     max_weight: float = 1000.0
     num_shares: float = 1.0  # a fraction of the sampled clients
     reconstruction_threshold: float = 1.0
+    clip_to: str = "decoded"  # "decoded" or "all", for clipping_range <= 0
 
 
 def _arrays(state: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
@@ -104,7 +108,7 @@ class SecAggCampaignFedAvg(FedAvg):
         fit = super().configure_fit(server_round, parameters, client_manager)
         for proxy, _ in fit:
             if proxy.node_id not in self.partition_of:
-                props = proxy.get_properties(GetPropertiesIns({}), timeout=60, group_id=None)
+                props = proxy.get_properties(GetPropertiesIns({}), timeout=600, group_id=None)
                 self.partition_of[proxy.node_id] = int(props.properties["partition-id"])
         pids = [self.partition_of[p.node_id] for p, _ in fit]
         model = copy.deepcopy(self.template)
@@ -274,9 +278,20 @@ def attack_through_secagg(
         c: train.subset(order[c * batch_size : (c + 1) * batch_size]) for c in range(clients)
     }
     campaign = Campaign(attack, (1,), None, aux, {c: b.x for c, b in batches.items()})
+    decoded: tuple[str, ...] = ()
     if settings.clipping_range <= 0:
-        sent, _ = attack.manipulate_clients(copy.deepcopy(template), aux, list(batches))
-        largest = max(float(v.abs().max()) for m in sent.values() for v in m.state_dict().values())
+        sent, secrets = attack.manipulate_clients(copy.deepcopy(template), aux, list(batches))
+        if settings.clip_to not in ("decoded", "all"):
+            raise GradguardError(f"clip_to must be 'decoded' or 'all', got {settings.clip_to!r}")
+        if hasattr(attack, "decoded_keys"):
+            decoded = tuple(attack.decoded_keys(secrets))
+        clip_keys = decoded if settings.clip_to == "decoded" else ()
+        largest = max(
+            float(v.abs().max())
+            for m in sent.values()
+            for k, v in m.state_dict().items()
+            if v.is_floating_point() and (not clip_keys or k in clip_keys)
+        )
         settings = replace(settings, clipping_range=1.25 * largest)
     campaign.threshold_db = psnr_threshold
     if local_steps == 1:
@@ -297,19 +312,21 @@ def attack_through_secagg(
     run_secagg(strategy, template, batches, training, settings, seed=seed)
     leaks = campaign.leaks.get(1, [])
     aggregate = strategy.aggregates.get(1)
-    cosine = None
+    cosine = cosine_decoded = None
     if aggregate is not None and leaks:
         # the first reconstructed client's own update, recomputed as it trained
         c = leaks[0].client_id
         model = copy.deepcopy(template)
         model.load_state_dict(strategy.sent[c])
         own = local_update(model, batches[c], training, torch.Generator().manual_seed(seed + c), c)
-        keys = list(aggregate.values)
-        cosine = float(
-            torch.nn.functional.cosine_similarity(
-                aggregate.flat(keys).double(), own.flat(keys).double(), dim=0
-            )
-        )
+
+        def cos(keys: list[str]) -> float:
+            a, b = aggregate.flat(keys).double(), own.flat(keys).double()
+            return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+
+        cosine = cos(list(aggregate.values))
+        if decoded:
+            cosine_decoded = cos([k for k in aggregate.values if k in decoded])
     return {
         "attack": attack_name,
         "engine": "flower-secagg+",
@@ -323,6 +340,9 @@ def attack_through_secagg(
         "leaked": {str(k.client_id): k.leaked for k in leaks},
         "psnr_mean": round(float(np.mean([k.psnr_mean for k in leaks])) if leaks else 0.0, 2),
         "aggregate_cosine_to_target": None if cosine is None else round(cosine, 6),
+        # over the decoded parameters alone (the others are clipped when the clipping range
+        # is sized to the decoded ones)
+        "aggregate_cosine_decoded": None if cosine_decoded is None else round(cosine_decoded, 6),
         "aggregate": aggregate,
         "sent": strategy.sent,
     }
