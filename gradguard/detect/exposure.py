@@ -572,6 +572,9 @@ class ExposureAudit:
         # Fashion-MNIST: 64 of 64), so alone it names the client's own exposure; calibrated
         # on honest models its threshold (> 1) never flags: ``rise`` and ``strict`` use it
         bar = t["exposed_fraction"]
+        # one sample is no structure: at small batches a lone chance pair in an honest wide
+        # layer would otherwise cross a fraction calibrated at a batch of 64
+        pair_bar = max(t["pair_fraction"], 2 / n)
         findings = [
             Finding(
                 "exposure.isolated",
@@ -586,11 +589,11 @@ class ExposureAudit:
                 "exposure.pairs",
                 built.layer if built else "-",
                 structured / n,
-                t["pair_fraction"],
+                pair_bar,
                 f"{structured} of {n} samples isolated by differencing two units that cancel "
                 "8x or more of that sample's signal on samples of 4+ classes: the layer is "
                 "built to separate samples (imprint bins)",
-                structured / n >= t["pair_fraction"],
+                structured / n >= pair_bar,
             ),
         ]
         lonely = p.lone()
