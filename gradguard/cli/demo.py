@@ -76,7 +76,10 @@ SECURE_BATCH = 16
 SECURE_MODELS = {"loki": "convnet"}
 # LOKI sized for SecAgg+'s quantisation (docs/secagg.md): identity taps and head at 1, the
 # imprint rows 10x down; used on both engines so that they run the same attack
-SECURE_OPTIONS = {"loki": (("tap_scale", 1.0), ("imprint_scale", 0.1), ("head_scale", 1.0))}
+SECURE_OPTIONS = {
+    "loki": (("tap_scale", 1.0), ("imprint_scale", 0.1), ("head_scale", 1.0)),
+    "inconsistency": (("imprint_scale", 1e-4),),
+}
 
 
 def scenario_from(args: argparse.Namespace):
