@@ -210,3 +210,23 @@ def test_lone_units_are_counted_per_batch_size_whatever_their_scale():
     assert rates[64] == (1 + 4) / 64
     assert rates[32] == (1 + 4 + 1 + 1) / 64
     assert rates[16] == (1 + 4 + 1 + 1) / 64
+
+
+@pytest.mark.parametrize("n", [16, 50, 64, 100])
+def test_lone_rates_count_each_sub_batch_directly(n):
+    """The rate at each batch size is the mean, over the probe's consecutive sub-batches of
+    that size, of each sample's units live for it alone (at most 4 per sample)."""
+    from gradguard.detect.exposure import LONE_CAP, lone_rates
+
+    g = torch.randn(n, 40, generator=torch.Generator().manual_seed(n))
+    g *= torch.rand(n, 40, generator=torch.Generator().manual_seed(n + 1)) < 0.04
+    live = g.abs() > 1e-7 * g.abs().amax(0)
+    rates = lone_rates(g)
+    assert sorted(rates) == [s for s in (16, 32, 64) if n >= s]
+    for size, rate in rates.items():
+        count = 0
+        for part in range(n // size):
+            block = live[part * size : (part + 1) * size]
+            alone = block.sum(0) == 1
+            count += int((block & alone).sum(1).clamp(max=LONE_CAP).sum())
+        assert rate == count / (n // size * size)
