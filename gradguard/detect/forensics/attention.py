@@ -136,7 +136,10 @@ def _logits(module: nn.Module, query: torch.Tensor, key: torch.Tensor) -> torch.
 
 
 def _split(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(batch, tokens, dim)`` as ``(batch, heads, tokens, dim / heads)`` (one head when
+    ``heads`` does not divide ``dim``)."""
     b, n, d = t.shape
+    heads = heads if heads > 0 and d % heads == 0 else 1
     return t.reshape(b, n, heads, d // heads).transpose(1, 2)
 
 
@@ -165,7 +168,8 @@ def query_blindness(
 
             hooks.append(m.register_forward_pre_hook(pre, with_kwargs=True))
         elif all(isinstance(getattr(m, a, None), nn.Linear) for a in ("q", "k", "v")):
-            heads = int(getattr(m, "heads", getattr(m, "num_heads", 1)))
+            heads = getattr(m, "heads", getattr(m, "num_heads", 1))
+            heads = heads if isinstance(heads, int) else 1
             seen: dict[str, torch.Tensor] = {}
 
             def keep(part, seen=seen, name=name, heads=heads):
