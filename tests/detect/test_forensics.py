@@ -103,7 +103,7 @@ def test_forensics_reads_the_head_through_what_the_softmax_sees(digits, name):
     assert any(f.check == "forensics.zero-rows" and f.value >= 9 for f in v.findings)
 
 
-@pytest.mark.parametrize("width", [64, 512])
+@pytest.mark.parametrize("width", [64, 512])  # compared in full, through candidates
 def test_twin_rows_are_found_in_narrow_and_wide_layers(width):
     """Near-parallel rows (cosine >= 0.999, at any scale) are counted whether the layer is
     compared in full or through its projected candidates (wide layers); dead rows never."""

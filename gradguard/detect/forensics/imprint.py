@@ -33,7 +33,7 @@ MAX_ROWS = 4096
 def has_twin(w: torch.Tensor) -> torch.Tensor:
     """Per row (the first ``MAX_ROWS``): non-zero with a near-parallel twin (cosine >= 0.999).
 
-    Wide layers first project the unit rows on ``PROBE_DIMS`` orthonormal directions: a
+    Large, wide layers first project the unit rows on ``PROBE_DIMS`` orthonormal directions: a
     projection never lengthens a difference, so rows whose projections lie farther apart
     than a cosine of 0.999 allows (``|u_i - u_j|^2 <= 0.002``) cannot be twins, and only the
     remaining candidates are compared in full."""
@@ -44,7 +44,7 @@ def has_twin(w: torch.Tensor) -> torch.Tensor:
     live = norms > 1e-6 * float(norms.max().clamp_min(1e-30))
     u = torch.where(live[:, None], w / norms.clamp_min(1e-30)[:, None], 0.0)  # dead rows: 0
     rows = torch.arange(len(u))
-    if u.shape[1] >= 4 * PROBE_DIMS:
+    if u.shape[1] >= 4 * PROBE_DIMS and len(u) ** 2 * u.shape[1] >= 1 << 24:  # pays off
         p = u @ _directions(u.shape[1])
         sq = (p * p).sum(1)
         near = sq[:, None] + sq[None, :] - 2 * (p @ p.T) <= 2 * (1 - DUPLICATE_COSINE) + 1e-3
