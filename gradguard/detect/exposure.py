@@ -35,6 +35,7 @@ model's exposure on the same probe. ``strict`` also flags the client's own expos
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Mapping
@@ -254,21 +255,19 @@ def _neighbours(active: torch.Tensor, g: torch.Tensor, k: int) -> torch.Tensor:
     kk = g.shape[1]
     a = active.float()
     if float(a.mean()) < 0.5:
-        key = a.double().T @ torch.randn(
-            len(a), generator=torch.Generator().manual_seed(0), dtype=torch.float64
-        )
+        key = a.double().T @ _hash_weights(len(a))
         _, group = torch.unique(key, return_inverse=True)
         rep = torch.full((int(group.max()) + 1,), kk).scatter_reduce(
             0, group, torch.arange(kk), "amin"
         )
-        a = a[:, rep]
+        a = a.index_select(1, rep)
         size = a.sum(0)
         score = 2 * (a.T @ a) - size[:, None] - size[None, :]  # minus the Hamming distance
     else:
         rep = torch.arange(kk)
         gn = g / g.norm(dim=0).clamp_min(1e-30)
         score = (gn.T @ gn).abs()
-        score[score > 1 - 1e-6] = 0.0
+        score.masked_fill_(score > 1 - 1e-6, 0.0)
     k = min(k, len(rep) - 1)
     if k < 1:
         return torch.zeros(0, 2, dtype=torch.long)
@@ -278,6 +277,20 @@ def _neighbours(active: torch.Tensor, g: torch.Tensor, k: int) -> torch.Tensor:
     pairs = torch.stack([rows, near], -1).reshape(-1, 2)
     code = torch.unique(torch.cat([pairs[:, 0] * kk + pairs[:, 1], pairs[:, 1] * kk + pairs[:, 0]]))
     return torch.stack([code // kk, code % kk], 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _hash_weights(n: int) -> torch.Tensor:
+    """Seeded random weights of ``n`` samples that tell firing sets apart (read-only)."""
+    return torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+def _first_argmax(m: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """Per column of ``m`` (N x D), the first row holding its maximum ``peak`` (D), as
+    ``m.max(0).indices`` gives it, without that slow reduction."""
+    n = m.shape[0]
+    rank = torch.arange(n, 0, -1, dtype=m.dtype)[:, None]  # n for row 0, 1 for the last
+    return (n - ((m == peak) * rank).amax(0)).long().clamp_(0, max(n - 1, 0))
 
 
 def layer_exposure(
@@ -313,40 +326,43 @@ def layer_exposure(
     peak = float(unit_peak.max()) if g.numel() else 0.0
     if hi - lo <= 0 or peak == 0:
         return result
-    loud = unit_peak > SILENT * peak
-    g, magnitude = g[:, loud], magnitude[:, loud]
+    loud = torch.nonzero(unit_peak > SILENT * peak).flatten()
+    if len(loud) < g.shape[1]:
+        g, magnitude = g.index_select(1, loud), magnitude.index_select(1, loud)
     units = g.shape[1]
     active = magnitude > SILENT * peak
     pairs = _neighbours(active, g, k)
-    gi, gj = g[:, pairs[:, 0]], g[:, pairs[:, 1]]
+    gi, gj = g.index_select(1, pairs[:, 0]), g.index_select(1, pairs[:, 1])
     lam = (gi * gj).sum(0) / (gj * gj).sum(0).clamp_min(1e-30)
-    combos = torch.cat([g, gi - lam * gj], dim=1).T  # decoders x samples
+    combos = torch.cat([g, gi - lam * gj], dim=1)  # samples x decoders
     magnitude = combos.abs()
-    share, top = magnitude.max(1)
-    mass = magnitude.sum(1).clamp_min(1e-30)
-    total = combos.sum(1)
+    share = magnitude.amax(0)
+    mass = magnitude.sum(0).clamp_min(1e-30)
+    total = combos.sum(0)
     keep = torch.nonzero((share / mass >= min_share) & (total.abs() > 1e-6 * mass)).flatten()
     if len(keep) == 0:
         return result
-    w = combos[keep] / total[keep, None]
-    top, share, is_pair = top[keep], share[keep], keep >= units
+    w = combos.index_select(1, keep) / total[keep]
+    share, is_pair = share[keep], keep >= units
+    top = _first_argmax(magnitude.index_select(1, keep), share)
+    rows = int(len(keep) - is_pair.sum())  # ``keep`` is sorted: rows first, then pairs
     # signal a pair cancels: its first unit's gradient on every other sample, against what
     # is left on the isolated one; and how many classes the cancelled samples with real
     # signal come from (single rows cancel nothing)
     cancelled = torch.zeros(len(keep))
     classes = torch.zeros(len(keep), dtype=torch.long)
-    if bool(is_pair.any()):
-        first = gi[:, keep[is_pair] - units].T.abs()
-        first.scatter_(1, top[is_pair, None], 0.0)
-        cancelled[is_pair] = first.sum(1) / share[is_pair].clamp_min(1e-30)
+    if rows < len(keep):
+        first = gi.index_select(1, keep[rows:] - units).abs()
+        first.scatter_(0, top[None, rows:], 0.0)
+        cancelled[rows:] = first.sum(0) / share[rows:].clamp_min(1e-30)
         if onehot is not None:
-            loud = (first >= 0.25 * share[is_pair, None]).float()
-            classes[is_pair] = ((loud @ onehot) > 0).sum(1)
+            loud = (first >= 0.25 * share[rows:]).float()
+            classes[rows:] = ((onehot.T @ loud) > 0).sum(0)
         else:
-            classes[is_pair] = min_classes
+            classes[rows:] = min_classes
     gram = x @ x.T
-    wg = w @ gram
-    err = (wg * w).sum(1) - 2 * wg.gather(1, top[:, None]).squeeze(1) + gram.diagonal()[top]
+    wg = gram @ w  # samples x kept decoders
+    err = (wg * w).sum(0) - 2 * wg.gather(0, top[None, :]).squeeze(0) + gram.diagonal()[top]
     db = 10 * torch.log10((hi - lo) ** 2 * d / err.clamp_min(1e-20 * d))
     best = torch.full((n,), -math.inf)
     best.scatter_reduce_(0, top, db, "amax")
@@ -554,7 +570,7 @@ class ExposureAudit:
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
-        reason = mismatch(received, ctx.template)
+        reason = mismatch(received, ctx.expected)
         if reason:
             return unverifiable(self.name, f"cannot verify: {reason}", start)
         findings, meta = self._judge(self.measure(received, ctx), ctx, received)
@@ -660,7 +676,7 @@ class ExposureAudit:
             )
         )
         rise = None
-        if ctx.previous is not None and mismatch(ctx.previous, ctx.template) == "":
+        if ctx.previous is not None and mismatch(ctx.previous, ctx.expected) == "":
             key = (id(ctx.previous), sum(float(v.sum()) for v in ctx.previous.values()))
             if self._previous is None or self._previous[0] != key:
                 self._previous = (key, self.measure(ctx.previous, ctx))

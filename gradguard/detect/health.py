@@ -116,7 +116,7 @@ class Health:
         )
         if exploded:
             return self._diverged(findings, start)
-        if ctx.data is not None and not mismatch(received, ctx.template):
+        if ctx.data is not None and not mismatch(received, ctx.expected):
             outputs = self._outputs(received, ctx)
             fishing = self._fishing_head(received, ctx, outputs)
             if fishing is not None:

@@ -101,3 +101,20 @@ def test_forensics_reads_the_head_through_what_the_softmax_sees(digits, name):
     bad, _ = get_attack("fishing-class", bias=10.0, common_row=1.75).manipulate(m, aux)
     v = verdict("forensics", bad, m, local)
     assert any(f.check == "forensics.zero-rows" and f.value >= 9 for f in v.findings)
+
+
+@pytest.mark.parametrize("width", [64, 512])  # compared in full, through candidates
+def test_twin_rows_are_found_in_narrow_and_wide_layers(width):
+    """Near-parallel rows (cosine >= 0.999, at any scale) are counted whether the layer is
+    compared in full or through its projected candidates (wide layers); dead rows never."""
+    from gradguard.detect.forensics.imprint import has_twin
+
+    g = torch.Generator().manual_seed(width)
+    w = torch.randn(256, width, generator=g)
+    assert int(has_twin(w).sum()) == 0
+    w[5] = 3 * w[7] + 1e-3 * torch.randn(width, generator=g)
+    w[10:50] = w[10] + 0.02 * w[10].norm() / width**0.5 * torch.randn(40, width, generator=g)
+    w[60:100] = 0.0
+    twin = has_twin(w)
+    assert twin[5] and twin[7] and bool(twin[10:50].all())
+    assert int(twin.sum()) == 42

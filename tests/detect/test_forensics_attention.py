@@ -122,3 +122,61 @@ def test_warmup_targets_read_packed_attention(honest, digits):
     z = v.metadata["detectors"]["warmup"]["z"]
     assert {"attention[0]_weight", "attention[-1]_bias"} <= z.keys()
     assert guard.allows(v), v.summary()
+
+
+def evading_decepticon(model: TinyTransformer, rel: float = 1.5e-3) -> TinyTransformer:
+    """Decepticons disguised against the weight cut-offs: query weights random at ``rel``
+    of the value weights' norm (above the zero-query cut-off 1e-3) and keys a random
+    rotation (no one-hot key row); the query bias still carries token 0's marker."""
+    import copy
+
+    model = copy.deepcopy(model)
+    att = model.encoder.self_attn
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.pos[0, 0] = 30.0 * F.normalize(torch.randn(DIM, generator=g), dim=0)
+        wq, wk, wv = att.in_proj_weight.chunk(3)
+        bq, bk, _ = att.in_proj_bias.chunk(3)
+        rotation = torch.linalg.qr(torch.randn(DIM, DIM, generator=g))[0]
+        wv.copy_(torch.eye(DIM))
+        wk.copy_(rotation)
+        bk.zero_()
+        noise = torch.randn(DIM, DIM, generator=g)
+        wq.copy_(noise / noise.norm() * rel * wv.norm())
+        bq.copy_(rotation @ model.pos[0, 0])  # q . k_0 = |marker|^2: token 0 wins
+    return model
+
+
+def test_attention_disabled_above_the_weight_cutoffs_is_flagged_by_its_mechanism(honest, digits):
+    _, local, _ = digits
+    evil = evading_decepticon(honest)
+    # the attack still works: every position gives token 0 all its attention ...
+    assert attention_on_first_token(evil, local.x[:64]) > 0.99
+    forensics = get_detector("forensics")
+    v = forensics.inspect(evil.state_dict(), Context(TinyTransformer(), local))
+    flagged = {f.check for f in v.findings if f.flagged}
+    # ... the weight signatures miss it, the attention's own behaviour on local data does not
+    assert flagged == {"forensics.attention-query"}, v.findings
+    guard = Guard(template=TinyTransformer(), data=local)
+    assert not guard.allows(guard.check(evil.state_dict()))
+
+
+def test_honest_transformers_attend_by_query(honest, digits):
+    """Fresh and trained PyTorch transformers, and the zoo's vit-tiny fresh and trained,
+    stay well below the query-blindness threshold."""
+    from gradguard.fl.client import train_sgd
+    from gradguard.models import build_model
+
+    train, local, _ = digits
+    torch.manual_seed(0)
+    fresh = TinyTransformer()
+    torch.manual_seed(1)
+    vit = build_model("vit-tiny", local.image_shape, 10)
+    models = [(fresh, fresh), (honest, TinyTransformer()), (vit, vit)]
+    torch.manual_seed(0)
+    models.append((train_sgd(build_model("vit-tiny", local.image_shape, 10), train), vit))
+    forensics = get_detector("forensics")
+    for model, template in models:
+        v = forensics.inspect(model.state_dict(), Context(template, local))
+        values = [f.value for f in v.findings if f.check == "forensics.attention-query"]
+        assert values and max(values) < 3.5 and not v.malicious, v.findings

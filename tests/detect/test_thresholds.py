@@ -29,6 +29,7 @@ CALIBRATED: dict[str, float] = {
     "forensics.zero_rows": 1.0,  # all-zero rows in the first or last linear layer
     "forensics.bias_extremity": 10.0,  # last-layer max|b| / median row norm
     "forensics.attention": 1.0,  # attention layers with zeroed queries or identity keys
+    "forensics.attention_blindness": 5.0,  # -log10 TV of attention rows across queries
     # D-SNR (anchor: flag above 1; an honest Fashion-MNIST mlp under AdamW reaches 1.36)
     "dsnr.ratio": 2.73,
     # warm-up Z-score (seed 000, section 5): any |Z| above this flags
@@ -64,6 +65,7 @@ FLOORS: dict[str, float] = {
     "forensics.zero_rows": 1.0,
     "forensics.bias_extremity": 10.0,
     "forensics.attention": 1.0,
+    "forensics.attention_blindness": 4.0,
     "dsnr.ratio": 1.0,
     "exposure.exposed_fraction": 0.4,
     "exposure.pair_fraction": 0.05,  # 3 of 64 samples
@@ -75,7 +77,7 @@ FLOORS: dict[str, float] = {
     "exposure.lone32": 0.4,
     "exposure.lone64": 0.2,
 }
-MARGINS = {"exposure.exposed_fraction": 1.2}
+MARGINS = {"exposure.exposed_fraction": 1.2, "forensics.attention_blindness": 1.3}
 
 
 def test_declared_defaults_are_the_calibrated_table():

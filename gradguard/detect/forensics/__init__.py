@@ -7,7 +7,8 @@ One module per signature (seed 000, section 3.2 and appendix A.1):
 - :mod:`.trap`: trap-weight sign structure (Curious: every row exactly half negative).
 - :mod:`.dirac`: Dirac / identity convolution kernels in any convolution.
 - :mod:`.fishing`: zeroed rows and extreme biases in the last layer (Fishing).
-- :mod:`.attention`: zeroed queries / identity keys (Decepticons).
+- :mod:`.attention`: zeroed queries / identity keys (Decepticons); with local data, attention
+  that does not depend on the query (:func:`.attention.query_blindness`).
 
 The checks read the received state itself (2-D ``*.weight`` entries are linear layers,
 4-D ones convolutions), so an inserted layer is inspected too.
@@ -69,6 +70,12 @@ class Forensics:
         with torch.inference_mode():  # no autograd bookkeeping: cheaper small ops
             for sig in SIGNATURES:
                 for f in sig.check(received, layers, self.t):
+                    if f.flagged:
+                        findings.append(f)
+                    elif f.check not in largest or f.value > largest[f.check].value:
+                        largest[f.check] = f
+            if ctx.data is not None:
+                for f in attention.check_data(received, ctx, self.t):
                     if f.flagged:
                         findings.append(f)
                     elif f.check not in largest or f.value > largest[f.check].value:

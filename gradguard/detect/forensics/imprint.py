@@ -7,6 +7,7 @@ rows of a trained or freshly initialised layer are never near-parallel.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,16 +31,41 @@ MAX_ROWS = 4096
 
 
 def has_twin(w: torch.Tensor) -> torch.Tensor:
-    """Per row (the first ``MAX_ROWS``): non-zero with a near-parallel twin (cosine >= 0.999)."""
+    """Per row (the first ``MAX_ROWS``): non-zero with a near-parallel twin (cosine >= 0.999).
+
+    Large, wide layers first project the unit rows on ``PROBE_DIMS`` orthonormal directions: a
+    projection never lengthens a difference, so rows whose projections lie farther apart
+    than a cosine of 0.999 allows (``|u_i - u_j|^2 <= 0.002``) cannot be twins, and only the
+    remaining candidates are compared in full."""
     w = w.detach()[:MAX_ROWS].float()
     if len(w) < 2:
         return torch.zeros(len(w), dtype=torch.bool)
     norms = torch.linalg.vector_norm(w, dim=1)
     live = norms > 1e-6 * float(norms.max().clamp_min(1e-30))
     u = torch.where(live[:, None], w / norms.clamp_min(1e-30)[:, None], 0.0)  # dead rows: 0
-    gram = u @ u.T
-    gram.fill_diagonal_(-2.0)
-    return gram.amax(dim=1) >= DUPLICATE_COSINE
+    rows = torch.arange(len(u))
+    if u.shape[1] >= 4 * PROBE_DIMS and len(u) ** 2 * u.shape[1] >= 1 << 24:  # pays off
+        p = u @ _directions(u.shape[1])
+        sq = (p * p).sum(1)
+        near = sq[:, None] + sq[None, :] - 2 * (p @ p.T) <= 2 * (1 - DUPLICATE_COSINE) + 1e-3
+        near.fill_diagonal_(False)
+        rows = near.any(1).nonzero().flatten()
+    twin = torch.zeros(len(u), dtype=torch.bool)
+    if len(rows):
+        gram = u[rows] @ u.T
+        gram[torch.arange(len(rows)), rows] = -2.0
+        twin[rows] = gram.amax(dim=1) >= DUPLICATE_COSINE
+    return twin
+
+
+PROBE_DIMS = 32
+
+
+@functools.lru_cache(maxsize=8)
+def _directions(d: int) -> torch.Tensor:
+    """``d x PROBE_DIMS`` orthonormal columns, seeded (read-only: cached)."""
+    g = torch.randn(d, PROBE_DIMS, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return torch.linalg.qr(g)[0].float()
 
 
 def check(received: dict[str, torch.Tensor], layers: Layers, t: dict[str, float]) -> list[Finding]:
