@@ -14,6 +14,13 @@ committed weights file (safetensors), the log to
 ``benchmarks/results/seer_train_<norm>_b<B>.json``. The test split is never looked at here:
 ``benchmarks/seer_eval.py`` scores the selected weights on it. With ``--val-fraction 0``
 nothing is selected: the whole train split is trained on and the last state is written.
+
+The decoder memorises its auxiliary images (a batch-norm model at 31 dB on its training
+batches scored 17.5 dB on validation), so two regularisers help: ``--shift 1 --shift-prob
+0.5`` translates half the images by a pixel, and ``--ema D`` scores and keeps an exponential
+moving average of the weights instead of the live ones. The committed batch-norm weights:
+``--lr 1e-3 --minutes 20``, then ``--init <those> --lr 3e-4 --minutes 38 --shift 1
+--shift-prob 0.5 --ema 0.999`` (``docs/experiments.md``, section 4).
 """
 
 from __future__ import annotations
