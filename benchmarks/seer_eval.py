@@ -35,17 +35,19 @@ def trained(norm: str, batch_size: int = 16) -> bool:
     return SeerConfig(norm=norm, batch_size=batch_size).weights_file.is_file()
 
 
-def score(norm: str, n: int, **kw) -> dict:
-    parts = load_seer(SeerConfig(norm=norm, batch_size=16))
+def score(norm: str, n: int, batch_size: int = 16, **kw) -> dict:
+    parts = load_seer(SeerConfig(norm=norm, batch_size=batch_size))
     aux, held_out = train_test("digits")
     row = evaluate_parts(parts, held_out, aux, n_batches=n, seed=0, **kw)
     print(json.dumps({k: v for k, v in row.items() if k != "examples"}), flush=True)
     return row
 
 
-def training_log(norm: str) -> dict:
-    """Steps (of 32 batches) and minutes over both training phases (25 + 10 min)."""
-    logs = [RESULTS / f"seer_train_{norm}_b16{s}.json" for s in ("_phase1", "")]
+def training_log(norm: str, batch_size: int = 16) -> dict:
+    """Adam steps and wall minutes over every training phase of the committed weights (a
+    first phase, the main run, a fine-tune)."""
+    stem = f"seer_train_{norm}_b{batch_size}"
+    logs = [RESULTS / f"{stem}{s}.json" for s in ("_phase1", "", "_finetune")]
     logs = [json.loads(p.read_text()) for p in logs if p.is_file()]
     return {
         "train_steps": sum(log["steps"] for log in logs),
@@ -95,7 +97,12 @@ def main() -> None:
     payload: dict = {}
     n = args.batches
     if "main" in parts:
-        payload["norms"] = [{**score(m, n), **training_log(m)} for m in NORMS if trained(m)]
+        payload["norms"] = [
+            {**score(m, n, b), **training_log(m, b)}
+            for b in (16, 64)
+            for m in NORMS
+            if trained(m, b)
+        ]
     if "fedavg" in parts and trained("batch"):
         payload["fedavg"] = [score("batch", n, local_steps=e) for e in (1, 2, 5, 10)]
     if "mode" in parts:
@@ -121,27 +128,31 @@ def main() -> None:
     payload = {**{k: v for k, v in previous.items() if k not in ("name", "environment")}, **payload}
     md = ["# SEER on digits (issue 11)\n"]
     if payload.get("norms"):
-        md += ["## Norms, batch 16, FedSGD, client in training mode\n"]
+        md += ["## Norms and batch sizes, FedSGD, client in training mode\n"]
         md += [
             markdown_table(
                 [
                     "norm",
+                    "batch",
                     "PSNR (dB)",
                     "std",
                     "identified",
                     "constant guess (dB)",
                     "batches",
                     "train steps",
+                    "train minutes",
                 ],
                 [
                     [
                         r["norm"],
+                        r["batch_size"],
                         f2(r["psnr_mean"]),
                         f2(r["psnr_std"]),
                         r["identified_fraction"],
                         f2(r["baseline_psnr"]),
                         r["n_batches"],
                         r.get("train_steps", ""),
+                        r.get("train_minutes", ""),
                     ]
                     for r in payload["norms"]
                 ],

@@ -67,3 +67,11 @@ def test_cli_json(capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"psnr_mean", "identified_fraction", "baseline_psnr", "n_batches"} <= set(out)
     assert out["n_batches"] == 4
+
+
+def test_batch_64_weights_beat_the_constant_guess():
+    parts = load_seer(SeerConfig(norm="batch", batch_size=64))
+    aux, held_out = train_test("digits")
+    scores = evaluate_parts(parts, held_out, aux, n_batches=16, seed=7)
+    assert scores["psnr_mean"] >= scores["baseline_psnr"] + 2.0
+    assert scores["identified_fraction"] >= 0.4
