@@ -4,8 +4,8 @@ the probability argument, and a figure of stolen images beside the property imag
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python benchmarks/seer_eval.py [--parts main,fedavg,
         mode,detect,prob,figure] [--batches 200]
 
-Writes ``benchmarks/results/seer.{json,md}``, ``seer_detection.{json,md}`` and
-``seer_reconstructions.png``.
+Writes ``benchmarks/results/seer.{json,md}``, ``seer_detection.{json,md}``,
+``seer_reconstructions.png`` and ``seer_erosion.png`` (drawn from what ``seer.json`` holds).
 """
 
 from __future__ import annotations
@@ -87,6 +87,37 @@ def figure(n: int = 8) -> Path:
     return path
 
 
+def erosion_figure(payload: dict) -> Path | None:
+    """The two erosion curves of the batch-norm model: PSNR after honest rounds and under
+    FedAvg local steps, beside the constant guess (seed 000 section 4)."""
+    curves = [
+        ("honest FedSGD rounds before the attack", "honest_rounds", payload.get("erosion")),
+        ("FedAvg local steps in the attacked round", "local_steps", payload.get("fedavg")),
+    ]
+    curves = [c for c in curves if c[2]]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False)
+    for ax, (label, key, rows) in zip(axes[0], curves, strict=True):
+        xs = [r[key] for r in rows]
+        ax.plot(xs, [r["psnr_mean"] for r in rows], "o-", label="stolen image (PSNR)")
+        ax.plot(xs, [r["baseline_psnr"] for r in rows], "--", color="grey", label="constant guess")
+        ax.axhline(18, color="tab:red", lw=0.8, ls=":", label="18 dB")
+        ax.set_xlabel(label)
+        ax.set_ylabel("PSNR (dB)")
+        ax.legend(fontsize=7)
+    fig.suptitle("SEER, batch norm, batch 16 (digits): erosion", fontsize=9)
+    fig.tight_layout()
+    path = RESULTS / "seer_erosion.png"
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="main,fedavg,mode,erosion,detect,prob,figure")
@@ -126,6 +157,8 @@ def main() -> None:
     path = RESULTS / "seer.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     payload = {**{k: v for k, v in previous.items() if k not in ("name", "environment")}, **payload}
+    if "figure" in parts or "erosion" in parts or "fedavg" in parts:
+        erosion_figure(payload)
     md = ["# SEER on digits (issue 11)\n"]
     if payload.get("norms"):
         md += ["## Norms and batch sizes, FedSGD, client in training mode\n"]
