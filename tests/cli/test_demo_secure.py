@@ -25,6 +25,16 @@ def test_loki_leaks_from_every_unguarded_client_and_none_guarded(capsys):
     assert s["abstained_by_client"] == {str(c): [3] for c in range(4)}
 
 
+def test_loki_demo_raises_no_alarm_in_its_honest_rounds(capsys):
+    """Ten rounds on LOKI's wide convnet, 16 images per client: the honest rounds after the
+    attacks are accepted (a lone chance pair at batch 16 is no imprint structure)."""
+    assert main(["demo", "--json", "--no-report", "--attack", "loki"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["leaked_guarded"] == 0 and s["leaked_unguarded"] >= 60, s
+    assert s["false_alarms"] == 0, s
+    assert s["abstained_by_client"] == {str(c): [3, 5] for c in range(4)}
+
+
 @pytest.mark.parametrize("refusal", ["drop", "cover"])
 def test_inconsistency_leaks_only_the_target_and_guarded_clients_refuse(capsys, refusal):
     s = demo(capsys, "--attack", "inconsistency", "--refusal", refusal)
