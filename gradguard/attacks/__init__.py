@@ -37,6 +37,15 @@ def attack_class(name: str) -> type[ServerAttack]:
     return getattr(importlib.import_module(module), cls)
 
 
+def with_clients(name: str, options: dict[str, Any], clients: int) -> dict[str, Any]:
+    """``options`` with ``clients`` set for an attack whose constructor takes it (a block per
+    client: LOKI), unless an option already sets it."""
+    options = dict(options)
+    if "clients" in inspect.signature(attack_class(name)).parameters:
+        options.setdefault("clients", clients)
+    return options
+
+
 def get_attack(name: str, batch_size: int | None = None, **options: Any) -> ServerAttack:
     """Attack ``name`` with ``options`` (its constructor arguments); an attack that declares
     ``takes_batch_size`` gets ``batch_size`` unless an option sets it."""
@@ -53,4 +62,12 @@ def get_attack(name: str, batch_size: int | None = None, **options: Any) -> Serv
     return klass(**options)
 
 
-__all__ = ["ATTACKS", "Reconstruction", "ServerAttack", "ThreatModel", "attack_class", "get_attack"]
+__all__ = [
+    "ATTACKS",
+    "Reconstruction",
+    "ServerAttack",
+    "ThreatModel",
+    "attack_class",
+    "get_attack",
+    "with_clients",
+]

@@ -20,7 +20,6 @@ matched pairs.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradguard.attacks import attack_class, get_attack
+from gradguard.attacks import get_attack, with_clients
 from gradguard.attacks.base import Reconstruction
 from gradguard.bench.campaign import Campaign
 from gradguard.bench.records import ClientLeak
@@ -117,8 +116,7 @@ def run_attack(
         raise GradguardError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
     if batch_size < 1 or local_steps < 1 or clients < 1:
         raise GradguardError("batch size, local steps and clients must be positive")
-    if "clients" in inspect.signature(attack_class(attack_name)).parameters:
-        attack_options.setdefault("clients", clients)  # an attack with a block per client
+    attack_options = with_clients(attack_name, attack_options, clients)
     attack = get_attack(attack_name, batch_size=batch_size, **attack_options)
     protocol = "fedsgd" if local_steps == 1 else "fedavg"
     if protocol not in attack.threat_model.protocols:

@@ -4,7 +4,6 @@ Flower node rebuilds the same federation)."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradguard.attacks import ServerAttack, attack_class, get_attack
+from gradguard.attacks import ServerAttack, attack_class, get_attack, with_clients
 from gradguard.bench.campaign import Campaign
 from gradguard.bench.scenario import Scenario
 from gradguard.data import Dataset, partition, train_test
@@ -51,9 +50,7 @@ def build(sc: Scenario) -> Setup:
 
 def make_attack(sc: Scenario) -> ServerAttack:
     """The scenario's attack; one with a block per client (LOKI) is sized for its clients."""
-    options = dict(sc.attack_options)
-    if "clients" in inspect.signature(attack_class(sc.attack)).parameters:
-        options.setdefault("clients", sc.clients)
+    options = with_clients(sc.attack, dict(sc.attack_options), sc.clients)
     return get_attack(sc.attack, batch_size=sc.batch_size, **options)
 
 
