@@ -8,7 +8,8 @@ An attack subclasses :class:`ServerAttack` and declares what it needs as class a
 - ``takes_batch_size``: its constructor takes the client's batch size (``batch_size``);
 - ``per_client``: it sends each client its own model (:meth:`manipulate_clients`);
 - ``secure_sum``: it reconstructs from the securely aggregated sum of the round
-  (:meth:`reconstruct_sum`), not from one client's update.
+  (:meth:`reconstruct_sum`), not from one client's update; :meth:`decoded_keys` names the
+  parameters its decoder reads, where it can (a SecAgg+ server sizes its clipping to them).
 
 ``manipulate(model, aux) -> (model, secrets)`` builds the tampered global model from the
 honest one and the server's auxiliary data; ``reconstruct(update, secrets)`` turns what the
@@ -87,6 +88,10 @@ class ServerAttack:
     ) -> dict[int, Reconstruction]:
         """Per client, what the server recovers from the round's secure aggregate."""
         raise NotImplementedError(f"attack {self.name!r} does not read a secure aggregate")
+
+    def decoded_keys(self, secrets: Any) -> tuple[str, ...]:
+        """The parameters the decoder reads; () when it names none (it may read any)."""
+        return ()
 
 
 def check_options(name: str, klass: type, options: Mapping[str, Any]) -> None:

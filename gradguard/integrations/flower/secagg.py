@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -59,6 +59,20 @@ class SecAggSettings:
     num_shares: float = 1.0  # a fraction of the sampled clients
     reconstruction_threshold: float = 1.0
     clip_to: str = "decoded"  # "decoded" or "all", for clipping_range <= 0
+
+
+def largest_parameter(
+    states: Iterable[Mapping[str, torch.Tensor]], keys: Iterable[str] = ()
+) -> float:
+    """The largest |value| among the floating-point tensors of ``states`` (only ``keys``,
+    where any are named): the attacker's clipping range is sized to it."""
+    keys = set(keys)
+    return max(
+        float(v.abs().max())
+        for state in states
+        for k, v in state.items()
+        if v.is_floating_point() and v.numel() and (not keys or k in keys)
+    )
 
 
 def _arrays(state: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
@@ -178,15 +192,24 @@ class _BatchClient(NumPyClient):
     def get_properties(self, config):
         return {"partition-id": self.pid}
 
-    def fit(self, parameters, config):
+    def _train(self, state: Mapping[str, torch.Tensor]) -> Update:
+        """This client's local training from ``state`` (its seed: ``seed + pid``)."""
         model = copy.deepcopy(self.template)
-        received = _state(self.template, parameters)
-        model.load_state_dict(received)
+        model.load_state_dict(state)
         gen = torch.Generator().manual_seed(self.seed + self.pid)
-        update = local_update(model, self.batch, self.training, gen, self.pid)
-        delta = update.as_delta()
-        trained = {k: v + delta[k] if k in delta else v for k, v in received.items()}
+        return local_update(model, self.batch, self.training, gen, self.pid)
+
+    def fit(self, parameters, config):
+        received = _state(self.template, parameters)
+        trained = _plus(received, self._train(received).as_delta())
         return _arrays(trained), len(self.batch), {}
+
+
+def _plus(
+    state: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``state`` moved by ``delta`` where it has an entry (the parameters a client sends)."""
+    return {k: v + delta[k] if k in delta else v for k, v in state.items()}
 
 
 def client_app(
@@ -283,15 +306,9 @@ def attack_through_secagg(
         sent, secrets = attack.manipulate_clients(copy.deepcopy(template), aux, list(batches))
         if settings.clip_to not in ("decoded", "all"):
             raise GradguardError(f"clip_to must be 'decoded' or 'all', got {settings.clip_to!r}")
-        if hasattr(attack, "decoded_keys"):
-            decoded = tuple(attack.decoded_keys(secrets))
+        decoded = tuple(attack.decoded_keys(secrets))
         clip_keys = decoded if settings.clip_to == "decoded" else ()
-        largest = max(
-            float(v.abs().max())
-            for m in sent.values()
-            for k, v in m.state_dict().items()
-            if v.is_floating_point() and (not clip_keys or k in clip_keys)
-        )
+        largest = largest_parameter((m.state_dict() for m in sent.values()), clip_keys)
         settings = replace(settings, clipping_range=1.25 * largest)
     campaign.threshold_db = psnr_threshold
     if local_steps == 1:
@@ -353,6 +370,7 @@ __all__ = [
     "SecAggCampaignFedAvg",
     "SecAggSettings",
     "client_app",
+    "largest_parameter",
     "run_secagg",
     "server_app",
 ]

@@ -11,7 +11,6 @@ the secure sum never holds a lone target's update. The policy is a constructor a
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from collections.abc import Callable
@@ -19,16 +18,15 @@ from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, RecordDict
-from flwr.client import NumPyClient
 from torch import nn
 
 from gradguard.data import Dataset
 from gradguard.errors import GradguardError
-from gradguard.fl import LocalTraining, local_update
+from gradguard.fl import LocalTraining
 from gradguard.fl.cover import SecureRefusal, cover_update
 from gradguard.fl.guarded import ClientGuard
 from gradguard.integrations.flower.mod import STATE_PREVIOUS, arrays_to_state
-from gradguard.integrations.flower.secagg import _arrays, _state
+from gradguard.integrations.flower.secagg import _arrays, _BatchClient, _plus, _state
 from gradguard.integrations.flower.verdict import verdict_fields
 
 log = logging.getLogger("gradguard.flower")
@@ -36,7 +34,7 @@ log = logging.getLogger("gradguard.flower")
 COVER_METRIC = "gradguard-cover"  # 1 in the reply's metrics when the reply is a cover
 
 
-class GuardedSecAggClient(NumPyClient):
+class GuardedSecAggClient(_BatchClient):
     """Client ``pid`` on ``batch``, guarded by ``check`` (a :class:`ClientGuard`, or a
     function building one when a model arrives); ``refusal`` is its own policy.
 
@@ -58,8 +56,8 @@ class GuardedSecAggClient(NumPyClient):
         state: RecordDict | None = None,
         verdict_log: str | None = None,
     ) -> None:
-        self.template, self.batch, self.training, self.pid = template, batch, training, pid
-        self._check, self.refusal, self.seed = check, refusal or SecureRefusal(), seed
+        super().__init__(template, batch, training, pid, seed)
+        self._check, self.refusal = check, refusal or SecureRefusal()
         self.cover_generator = cover_generator
         self.state, self.verdict_log = state, verdict_log
         self.refusals = 0
@@ -83,15 +81,6 @@ class GuardedSecAggClient(NumPyClient):
         path = Path(self.verdict_log) / f"{self.pid}-{rnd}.json"
         path.write_text(json.dumps(fields))
 
-    def get_properties(self, config):
-        return {"partition-id": self.pid}
-
-    def _train(self, state: dict[str, torch.Tensor]):
-        model = copy.deepcopy(self.template)
-        model.load_state_dict(state)
-        gen = torch.Generator().manual_seed(self.seed + self.pid)
-        return local_update(model, self.batch, self.training, gen, self.pid)
-
     def fit(self, parameters, config):
         try:
             received = _state(self.template, parameters)
@@ -102,8 +91,7 @@ class GuardedSecAggClient(NumPyClient):
             verdict, allowed = self.check.review(received)
             self._record(verdict, allowed, config)
         if allowed:
-            delta = self._train(received).as_delta()
-            trained = {k: v + delta[k] if k in delta else v for k, v in received.items()}
+            trained = _plus(received, self._train(received).as_delta())
             return _arrays(trained), len(self.batch), {}
         self.refusals += 1
         summary = verdict.summary() if verdict is not None else "unreadable model"
@@ -117,7 +105,7 @@ class GuardedSecAggClient(NumPyClient):
         # an unreadable model still gets a cover (on the reference): dropping out on a
         # malformed message would hand the server the hazard the cover exists to prevent
         base = received if received is not None else reference
-        sent = {k: v + cover[k] if k in cover else v for k, v in base.items()}
+        sent = _plus(base, cover)
         metrics = {COVER_METRIC: 1} if self.refusal.report else {}
         return _arrays(sent), len(self.batch), metrics
 

@@ -38,6 +38,7 @@ from gradguard.integrations.flower.secagg import (
     SecAggSettings,
     _BatchClient,
     _state,
+    largest_parameter,
     run_secagg,
 )
 from gradguard.integrations.flower.secagg_client import GuardedSecAggClient
@@ -71,9 +72,12 @@ class _DemoStrategy(SecAggCampaignFedAvg):
         return ndarrays_to_parameters(new), metrics
 
 
-def attacker_settings(sc: Scenario, campaign: Campaign | None, template) -> SecAggSettings:
+def attacker_settings(
+    sc: Scenario, campaign: Campaign | None, template, max_weight: float
+) -> SecAggSettings:
     """The attacker's precision for this federation: clip at 1.25 x the largest parameter
-    of the first attack round's models (or of the initial model), Q = 2^30."""
+    of the first attack round's models (or of the initial model), Q = 2^30; ``max_weight``
+    the largest partition."""
     states = [template.state_dict()]
     if campaign is not None and sc.attack_rounds:
         clients = range(sc.clients)
@@ -81,12 +85,11 @@ def attacker_settings(sc: Scenario, campaign: Campaign | None, template) -> SecA
             copy.deepcopy(template), campaign.aux, campaign.targeted(sc.attack_rounds[0], clients)
         )[0]
         states += [m.state_dict() for m in models.values()]
-    largest = max(float(v.abs().max()) for s in states for v in s.values() if v.numel())
     return SecAggSettings(
-        clipping_range=1.25 * max(largest, 1.0),
+        clipping_range=1.25 * max(largest_parameter(states), 1.0),
         quantization_range=2**30,
         modulus_range=2**40,
-        max_weight=float(sc.batch_size),
+        max_weight=max_weight,
     )
 
 
@@ -103,10 +106,8 @@ def run_flower_secagg(
     chosen = guarded_clients(guarded, sc.clients)
     template = copy.deepcopy(setup.model)
     campaign = make_campaign(sc, setup) if attacked else Campaign(make_attack(sc), ())
-    settings = attacker_settings(sc, campaign if attacked else None, template)
-    settings = SecAggSettings(
-        **{**settings.__dict__, "max_weight": float(max(len(p) for p in setup.parts))}
-    )
+    largest_part = float(max(len(p) for p in setup.parts))
+    settings = attacker_settings(sc, campaign if attacked else None, template, largest_part)
     steps = sc.epochs * max(math.ceil(len(p) / sc.batch_size) for p in setup.parts)
     evaluator = copy.deepcopy(template)
     accuracies: dict[int, float] = {}
