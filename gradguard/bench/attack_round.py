@@ -180,12 +180,7 @@ def run_attack(
     ssim = np.concatenate([k.match.ssim for k in leaks if k.match is not None])
     cosine = None
     if aggregate is not None:
-        keys = list(aggregate.values)
-        cosine = float(
-            torch.nn.functional.cosine_similarity(
-                aggregate.flat(keys).double(), updates[c].flat(keys).double(), dim=0
-            )
-        )
+        cosine = aggregate.cosine(updates[c], list(aggregate.values))
     # the clients nothing was recovered from still count in the fraction
     unread = [ClientLeak(o, 0, 0, 0.0, images=batch_size) for o in ids if o not in recons]
     return AttackResult(

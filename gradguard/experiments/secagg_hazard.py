@@ -113,20 +113,13 @@ def prepare(cfg: HazardConfig = HazardConfig()) -> HazardRound:
     return HazardRound(cfg, attack, template, aux, batches, sent, secrets, training)
 
 
-def cosine(a: Update, b: Update) -> float:
-    keys = list(a.as_delta())
-    return float(
-        torch.nn.functional.cosine_similarity(a.flat(keys).double(), b.flat(keys).double(), dim=0)
-    )
-
-
 def score(r: HazardRound, aggregate: Update | None) -> dict[str, Any]:
     """Cosine of ``aggregate`` to the target's update; images recovered from it, scored
     against the target's batch and (for the covers) every other client's."""
     t = r.cfg.target
     if aggregate is None:
         return {"completed": False, "cosine": None, "target_leaked": 0, "target_psnr": None}
-    cos = round(cosine(aggregate, r.update(t)), 4)
+    cos = round(aggregate.cosine(r.update(t)), 4)
     if r.cfg.honest_target:  # no imprint to decode: the server would invert passively
         return {"completed": True, "cosine": cos, "target_leaked": None, "target_psnr": None}
     recon = r.attack.reconstruct_sum(aggregate, list(r.sent), r.secrets)[t]
@@ -239,12 +232,13 @@ def flower_case(
         SecAggCampaignFedAvg,
         SecAggSettings,
         _BatchClient,
+        largest_parameter,
         run_secagg,
     )
     from gradguard.integrations.flower.secagg_client import GuardedSecAggClient
 
     cfg = r.cfg
-    largest = max(float(v.abs().max()) for m in r.sent.values() for v in m.state_dict().values())
+    largest = largest_parameter(m.state_dict() for m in r.sent.values())
     settings = SecAggSettings(
         clipping_range=1.25 * largest,
         quantization_range=2**30,

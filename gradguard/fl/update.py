@@ -51,6 +51,13 @@ class Update:
         delta = self.as_delta()
         return torch.cat([delta[k].flatten().float() for k in (keys or list(delta))])
 
+    def cosine(self, other: Update, keys: list[str] | None = None) -> float:
+        """Cosine between this delta and ``other``'s over ``keys`` (default: this update's
+        entries), computed in float64."""
+        keys = keys or list(self.as_delta())
+        a, b = self.flat(keys).double(), other.flat(keys).double()
+        return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+
 
 def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached copies of a model's floating-point state entries."""

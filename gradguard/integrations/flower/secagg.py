@@ -336,14 +336,9 @@ def attack_through_secagg(
         model = copy.deepcopy(template)
         model.load_state_dict(strategy.sent[c])
         own = local_update(model, batches[c], training, torch.Generator().manual_seed(seed + c), c)
-
-        def cos(keys: list[str]) -> float:
-            a, b = aggregate.flat(keys).double(), own.flat(keys).double()
-            return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
-
-        cosine = cos(list(aggregate.values))
+        cosine = aggregate.cosine(own, list(aggregate.values))
         if decoded:
-            cosine_decoded = cos([k for k in aggregate.values if k in decoded])
+            cosine_decoded = aggregate.cosine(own, [k for k in aggregate.values if k in decoded])
     return {
         "attack": attack_name,
         "engine": "flower-secagg+",
