@@ -258,7 +258,7 @@ def _headline(scenario: Scenario, runs: Mapping[str, RunResult]) -> str:
             f"</b> &mdash; {html.escape(exposed)}{html.escape(reason)}</p>"
             f"<p>{_exposure_text(items)}</p></div>"
         )
-    false_alarms = sum(1 for r in gua.rounds if not r.attacked for v in r.verdicts if v.malicious)
+    false_alarms = gua.false_alarms
     if false_alarms:
         parts.append(
             f"<p class='bad'>{false_alarms} flag(s) in rounds where the server was honest "

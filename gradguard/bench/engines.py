@@ -24,10 +24,11 @@ class Engine:
     run: str  # "module:function" with the engine signature
     session: str | None = None  # "module:function" returning a context manager
     extra: str | None = None  # the optional dependency it needs (pip extra)
+    secure_aggregation: bool = False  # runs a Scenario with secure_aggregation=True
 
 
 ENGINES: dict[str, Engine] = {
-    "inprocess": Engine("gradguard.bench.inprocess:run_inprocess"),
+    "inprocess": Engine("gradguard.bench.inprocess:run_inprocess", secure_aggregation=True),
     "flower": Engine(
         "gradguard.integrations.flower.simulation:run_flower",
         session="gradguard.integrations.flower.simulation:ray_session",
@@ -37,6 +38,7 @@ ENGINES: dict[str, Engine] = {
         "gradguard.integrations.flower.secagg_engine:run_flower_secagg",
         session="gradguard.integrations.flower.simulation:ray_session",
         extra="flower",
+        secure_aggregation=True,
     ),
     "flower-deployment": Engine(
         "gradguard.integrations.flower.deployment:run_deployment", extra="flower"

@@ -76,6 +76,11 @@ class RunResult:
     def abstentions(self) -> int:
         return sum(len(r.abstained) for r in self.rounds)
 
+    @property
+    def false_alarms(self) -> int:
+        """Flags raised in rounds where the server was honest."""
+        return sum(1 for r in self.rounds if not r.attacked for v in r.verdicts if v.malicious)
+
 
 def result_to_dict(result: RunResult) -> dict[str, Any]:
     """JSON-ready summary of a run (images left out)."""

@@ -160,11 +160,11 @@ def engine_for(sc, engine: str) -> str:
 
 def run_all(sc, engine: str, progress: bool = True) -> dict[str, Any]:
     """The three runs on ``engine``; returns ``{"attack-free", "unguarded", "guarded"}``."""
-    from gradguard.bench.engines import engine_session, get_engine
+    from gradguard.bench.engines import ENGINES, engine_session, get_engine
     from gradguard.bench.setup import build, make_attack
 
     engine = engine_for(sc, engine)
-    if sc.secure_aggregation and engine not in ("inprocess", "flower-secagg"):
+    if sc.secure_aggregation and engine in ENGINES and not ENGINES[engine].secure_aggregation:
         from gradguard.errors import GradguardError
 
         raise GradguardError(
@@ -204,7 +204,7 @@ def summarize(sc, runs: dict[str, Any], seconds: float, engine: str) -> dict[str
                 "accuracy_guarded": round(g.accuracy, 4),
             }
         )
-    false_alarms = sum(1 for r in gua.rounds if not r.attacked for v in r.verdicts if v.malicious)
+    false_alarms = gua.false_alarms
     return {
         "engine": engine,
         "dataset": sc.dataset,
