@@ -68,18 +68,14 @@ class Forensics:
         largest: dict[str, Finding] = {}
         layers = Layers(weights(received, ctx, 2), weights(received, ctx, 4))
         with torch.inference_mode():  # no autograd bookkeeping: cheaper small ops
-            for sig in SIGNATURES:
-                for f in sig.check(received, layers, self.t):
-                    if f.flagged:
-                        findings.append(f)
-                    elif f.check not in largest or f.value > largest[f.check].value:
-                        largest[f.check] = f
+            measured = [f for sig in SIGNATURES for f in sig.check(received, layers, self.t)]
             if ctx.data is not None:
-                for f in attention.check_data(received, ctx, self.t):
-                    if f.flagged:
-                        findings.append(f)
-                    elif f.check not in largest or f.value > largest[f.check].value:
-                        largest[f.check] = f
+                measured += attention.check_data(received, ctx, self.t)
+        for f in measured:
+            if f.flagged:
+                findings.append(f)
+            elif f.check not in largest or f.value > largest[f.check].value:
+                largest[f.check] = f
         # Unflagged measurements: only the largest of each check, for scores and calibration.
         findings.extend(largest.values())
         maxima = {f.check: max(g.value for g in findings if g.check == f.check) for f in findings}
