@@ -212,6 +212,7 @@ def _log_choose(n: torch.Tensor, k: int) -> torch.Tensor:
     return torch.lgamma(n + 1) - math.lgamma(k + 1) - torch.lgamma(n - k + 1)
 
 
+@torch.inference_mode()  # plain tensor arithmetic: no autograd bookkeeping per small op
 def lone_rates(g: torch.Tensor, sizes: tuple[int, ...] = LONE_BATCHES) -> dict[int, float]:
     """Units live for exactly one sample of a batch, per sample, each sample counted at most
     ``LONE_CAP`` times, at each batch size of ``sizes`` the probe holds: the mean over every
@@ -303,6 +304,7 @@ def _first_argmax(m: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
     return (n - ((m == peak) * rank).amax(0)).long().clamp_(0, max(n - 1, 0))
 
 
+@torch.inference_mode()  # plain tensor arithmetic: no autograd bookkeeping per small op
 def layer_exposure(
     name: str,
     x: torch.Tensor,
