@@ -357,21 +357,6 @@ def layer_exposure(
     w = combos.index_select(1, keep) / total[keep]
     share, is_pair = share[keep], keep >= units
     top = _first_argmax(magnitude.index_select(1, keep), share)
-    rows = int(len(keep) - is_pair.sum())  # ``keep`` is sorted: rows first, then pairs
-    # signal a pair cancels: its first unit's gradient on every other sample, against what
-    # is left on the isolated one; and how many classes the cancelled samples with real
-    # signal come from (single rows cancel nothing)
-    cancelled = torch.zeros(len(keep))
-    classes = torch.zeros(len(keep), dtype=torch.long)
-    if rows < len(keep):
-        first = gi.index_select(1, keep[rows:] - units).abs()
-        first.scatter_(0, top[None, rows:], 0.0)
-        cancelled[rows:] = first.sum(0) / share[rows:].clamp_min(1e-30)
-        if onehot is not None:
-            loud = (first >= 0.25 * share[rows:]).float()
-            classes[rows:] = ((onehot.T @ loud) > 0).sum(0)
-        else:
-            classes[rows:] = min_classes
     gram = x @ x.T
     wg = gram @ w  # samples x kept decoders
     err = (wg * w).sum(0) - 2 * wg.gather(0, top[None, :]).squeeze(0) + gram.diagonal()[top]
@@ -382,8 +367,21 @@ def layer_exposure(
     result.best_db = best.tolist()
     result.by_rows = set(top[hit & ~is_pair].tolist())
     result.by_pairs = set(top[hit].tolist()) - result.by_rows
-    built = is_pair & (cancelled >= min_cancelled) & (classes >= min_classes)
-    result.structured = set(top[hit & built].tolist())
+    # of the pairs that return a sample: the signal each cancels (its first unit's gradient
+    # on every other sample, against what is left on the isolated one) and how many classes
+    # the cancelled samples with real signal come from
+    decoding = torch.nonzero(hit & is_pair).flatten()
+    if len(decoding):
+        first = gi.index_select(1, keep[decoding] - units).abs()
+        first.scatter_(0, top[None, decoding], 0.0)
+        cancelled = first.sum(0) / share[decoding].clamp_min(1e-30)
+        if onehot is not None:
+            loud = (first >= 0.25 * share[decoding]).float()
+            classes = ((onehot.T @ loud) > 0).sum(0)
+        else:
+            classes = torch.full_like(decoding, min_classes)
+        built = (cancelled >= min_cancelled) & (classes >= min_classes)
+        result.structured = set(top[decoding[built]].tolist())
     return result
 
 
