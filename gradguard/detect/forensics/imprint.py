@@ -42,7 +42,9 @@ def has_twin(w: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(w), dtype=torch.bool)
     norms = torch.linalg.vector_norm(w, dim=1)
     live = norms > 1e-6 * float(norms.max().clamp_min(1e-30))
-    u = torch.where(live[:, None], w / norms.clamp_min(1e-30)[:, None], 0.0)  # dead rows: 0
+    u = w / norms.clamp_min(1e-30)[:, None]
+    if not bool(live.all()):
+        u = torch.where(live[:, None], u, 0.0)  # dead rows: 0
     if u.shape[1] < 4 * PROBE_DIMS or len(u) ** 2 * u.shape[1] < 1 << 24:  # small: all pairs
         gram = u @ u.T
         gram.fill_diagonal_(-2.0)
