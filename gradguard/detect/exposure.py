@@ -212,6 +212,7 @@ def _log_choose(n: torch.Tensor, k: int) -> torch.Tensor:
     return torch.lgamma(n + 1) - math.lgamma(k + 1) - torch.lgamma(n - k + 1)
 
 
+@torch.inference_mode()  # plain tensor arithmetic: no autograd bookkeeping per small op
 def lone_rates(g: torch.Tensor, sizes: tuple[int, ...] = LONE_BATCHES) -> dict[int, float]:
     """Units live for exactly one sample of a batch, per sample, each sample counted at most
     ``LONE_CAP`` times, at each batch size of ``sizes`` the probe holds: the mean over every
@@ -230,21 +231,31 @@ def lone_rates(g: torch.Tensor, sizes: tuple[int, ...] = LONE_BATCHES) -> dict[i
     ``C(N - c, b - 1) / C(N - 1, b - 1)``; each sample's expected count is capped.
     """
     n, k = g.shape
+    sizes = tuple(size for size in sizes if size <= n)
+    if k == 0 or not sizes:
+        return {}
     a = g.abs()
     live = (a > SILENT * a.amax(0)).double()
     silent = n - live.sum(0)  # per unit, the samples it is silent for
-    out = {}
+    alone = _alone(n, sizes).index_select(0, silent.long())  # units x sizes
+    rates = (live @ alone).clamp_(max=LONE_CAP).mean(0)
+    return dict(zip(sizes, rates.tolist(), strict=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _alone(n: int, sizes: tuple[int, ...]) -> torch.Tensor:
+    """``(n + 1) x len(sizes)``, read-only: for a unit silent for ``s`` of ``n`` samples,
+    the chance ``C(s, b - 1) / C(n - 1, b - 1)`` that it is alone with one given sample it
+    fires for in a batch of ``b`` holding that sample (0 where ``s < b - 1``)."""
+    silent = torch.arange(n + 1, dtype=torch.float64)
+    columns = []
     for size in sizes:
-        if size > n or k == 0:
-            continue
-        fits = silent >= size - 1
         alone = torch.exp(
             _log_choose(silent.clamp_min(size - 1), size - 1)
             - _log_choose(torch.tensor(n - 1), size - 1)
         )
-        alone = torch.where(fits, alone, torch.zeros_like(alone))
-        out[size] = float((live @ alone).clamp(max=LONE_CAP).mean())
-    return out
+        columns.append(torch.where(silent >= size - 1, alone, torch.zeros_like(alone)))
+    return torch.stack(columns, 1)
 
 
 def _neighbours(active: torch.Tensor, g: torch.Tensor, k: int) -> torch.Tensor:
@@ -293,6 +304,7 @@ def _first_argmax(m: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
     return (n - ((m == peak) * rank).amax(0)).long().clamp_(0, max(n - 1, 0))
 
 
+@torch.inference_mode()  # plain tensor arithmetic: no autograd bookkeeping per small op
 def layer_exposure(
     name: str,
     x: torch.Tensor,
@@ -345,21 +357,6 @@ def layer_exposure(
     w = combos.index_select(1, keep) / total[keep]
     share, is_pair = share[keep], keep >= units
     top = _first_argmax(magnitude.index_select(1, keep), share)
-    rows = int(len(keep) - is_pair.sum())  # ``keep`` is sorted: rows first, then pairs
-    # signal a pair cancels: its first unit's gradient on every other sample, against what
-    # is left on the isolated one; and how many classes the cancelled samples with real
-    # signal come from (single rows cancel nothing)
-    cancelled = torch.zeros(len(keep))
-    classes = torch.zeros(len(keep), dtype=torch.long)
-    if rows < len(keep):
-        first = gi.index_select(1, keep[rows:] - units).abs()
-        first.scatter_(0, top[None, rows:], 0.0)
-        cancelled[rows:] = first.sum(0) / share[rows:].clamp_min(1e-30)
-        if onehot is not None:
-            loud = (first >= 0.25 * share[rows:]).float()
-            classes[rows:] = ((onehot.T @ loud) > 0).sum(0)
-        else:
-            classes[rows:] = min_classes
     gram = x @ x.T
     wg = gram @ w  # samples x kept decoders
     err = (wg * w).sum(0) - 2 * wg.gather(0, top[None, :]).squeeze(0) + gram.diagonal()[top]
@@ -370,8 +367,21 @@ def layer_exposure(
     result.best_db = best.tolist()
     result.by_rows = set(top[hit & ~is_pair].tolist())
     result.by_pairs = set(top[hit].tolist()) - result.by_rows
-    built = is_pair & (cancelled >= min_cancelled) & (classes >= min_classes)
-    result.structured = set(top[hit & built].tolist())
+    # of the pairs that return a sample: the signal each cancels (its first unit's gradient
+    # on every other sample, against what is left on the isolated one) and how many classes
+    # the cancelled samples with real signal come from
+    decoding = torch.nonzero(hit & is_pair).flatten()
+    if len(decoding):
+        first = gi.index_select(1, keep[decoding] - units).abs()
+        first.scatter_(0, top[None, decoding], 0.0)
+        cancelled = first.sum(0) / share[decoding].clamp_min(1e-30)
+        if onehot is not None:
+            loud = (first >= 0.25 * share[decoding]).float()
+            classes = ((onehot.T @ loud) > 0).sum(0)
+        else:
+            classes = torch.full_like(decoding, min_classes)
+        built = (cancelled >= min_cancelled) & (classes >= min_classes)
+        result.structured = set(top[decoding[built]].tolist())
     return result
 
 
@@ -413,21 +423,36 @@ def probe(
     k: int = 2,
     loss_fn: LossFn | None = None,
     more: tuple[torch.Tensor, torch.Tensor] | None = None,
+    joint: bool = False,
 ) -> Probe:
     """The exposure of the batch ``(x, y)`` in the update of ``model`` holding ``state``
     (``loss_fn``: the client's batch-mean loss; default cross-entropy); ``more``: further
-    samples of the client's the lone-unit rates are also read on (dense layers only)."""
-    caught, logits = _capture(model, state, x, y, loss_fn)
+    samples of the client's the lone-unit rates are also read on (dense layers only).
+    ``joint``: one pass over the batch and ``more`` together (cheaper where the model has
+    dense layers; the same numbers: in evaluation mode a sample's gradients do not depend on
+    the samples beside it); otherwise ``more`` gets its own pass only if a dense layer reads
+    it."""
+    n = len(x)
+    extra = {}
+    if joint and more is not None and len(more[0]):
+        caught, logits = _capture(
+            model, state, torch.cat([x, more[0]]), torch.cat([y, more[1]]), loss_fn
+        )
+        extra = caught
+        caught = {name: (inp[:n], g[:n]) for name, (inp, g) in caught.items()}
+        logits = logits[:n]
+    else:
+        caught, logits = _capture(model, state, x, y, loss_fn)
     head = _head(model)
     onehot = F.one_hot(y, int(y.max()) + 1).float()
     dense = _dense(caught, state, head)
-    extra = {}
-    if dense and more is not None and len(more[0]):
+    if dense and not extra and more is not None and len(more[0]):
         extra = _capture(model, state, more[0], more[1], loss_fn)[0]
+        extra = {name: (None, torch.cat([caught[name][1], extra[name][1]])) for name in dense}
     layers = []
     for name in dense:
         inp, g = caught[name]
-        lone = lone_rates(torch.cat([g, extra[name][1]])) if name in extra else None
+        lone = lone_rates(extra[name][1]) if name in extra else None
         layers.append(layer_exposure(name, inp, g, psnr_db, k, onehot=onehot, lone=lone))
     speakers, where, top_share = float(len(x)), "-", 1.0 / len(x)
     for name, (inp, g) in caught.items():
@@ -529,6 +554,8 @@ class ExposureAudit:
         self.strict = strict
         self._previous: tuple[tuple[int, float], Probe] | None = None
         self._fresh: tuple[tuple, dict[int, float]] | None = None
+        # per template: whether it has dense layers (then one pass reads every probe sample)
+        self._joint: tuple[tuple, bool] | None = None
 
     def _samples(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         """The probe batch first, then the further samples the lone-unit rate reads."""
@@ -540,9 +567,21 @@ class ExposureAudit:
     def measure(self, state: dict[str, torch.Tensor], ctx: Context) -> Probe:
         x, y = self._samples(ctx)
         b = self.batch
-        return probe(
-            ctx.template, state, x[:b], y[:b], self.psnr_db, self.k, ctx.loss, (x[b:], y[b:])
+        key = (id(ctx.template), tuple(x.shape[1:]))
+        joint = self._joint is not None and self._joint == (key, True)
+        p = probe(
+            ctx.template,
+            state,
+            x[:b],
+            y[:b],
+            self.psnr_db,
+            self.k,
+            ctx.loss,
+            (x[b:], y[b:]),
+            joint=joint,
         )
+        self._joint = (key, bool(p.layers))
+        return p
 
     def fresh_lone(self, ctx: Context) -> dict[str, dict[int, float]]:
         """Per layer and batch size, the lone-unit rate of the client's own architecture

@@ -179,7 +179,8 @@ class Health:
         out = []
         spread = float(logits.std(0, unbiased=False).max()) if len(x) > 1 else math.inf
         scale = float(logits.abs().mean()) + 1e-12
-        if len(y.unique()) > 1 and spread <= CONSTANT_SPREAD * scale:
+        classes = len(y.unique())
+        if classes > 1 and spread <= CONSTANT_SPREAD * scale:
             out.append(
                 Finding(
                     "health.constant-output",
@@ -190,7 +191,7 @@ class Health:
                     f"({len(x)} of your examples)",
                 )
             )
-        one_class = len(y.unique()) > 1 and int(logits.argmax(1).unique().numel()) == 1
+        one_class = classes > 1 and int(logits.argmax(1).unique().numel()) == 1
         collapse = scale / max(spread, 1e-300)
         collapsed = one_class and collapse > self.t["collapse"]
         out.append(

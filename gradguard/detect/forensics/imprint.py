@@ -42,14 +42,18 @@ def has_twin(w: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(w), dtype=torch.bool)
     norms = torch.linalg.vector_norm(w, dim=1)
     live = norms > 1e-6 * float(norms.max().clamp_min(1e-30))
-    u = torch.where(live[:, None], w / norms.clamp_min(1e-30)[:, None], 0.0)  # dead rows: 0
-    rows = torch.arange(len(u))
-    if u.shape[1] >= 4 * PROBE_DIMS and len(u) ** 2 * u.shape[1] >= 1 << 24:  # pays off
-        p = u @ _directions(u.shape[1])
-        sq = (p * p).sum(1)
-        near = sq[:, None] + sq[None, :] - 2 * (p @ p.T) <= 2 * (1 - DUPLICATE_COSINE) + 1e-3
-        near.fill_diagonal_(False)
-        rows = near.any(1).nonzero().flatten()
+    u = w / norms.clamp_min(1e-30)[:, None]
+    if not bool(live.all()):
+        u = torch.where(live[:, None], u, 0.0)  # dead rows: 0
+    if u.shape[1] < 4 * PROBE_DIMS or len(u) ** 2 * u.shape[1] < 1 << 24:  # small: all pairs
+        gram = u @ u.T
+        gram.fill_diagonal_(-2.0)
+        return gram.amax(dim=1) >= DUPLICATE_COSINE
+    p = u @ _directions(u.shape[1])
+    sq = (p * p).sum(1)
+    near = sq[:, None] + sq[None, :] - 2 * (p @ p.T) <= 2 * (1 - DUPLICATE_COSINE) + 1e-3
+    near.fill_diagonal_(False)
+    rows = near.any(1).nonzero().flatten()
     twin = torch.zeros(len(u), dtype=torch.bool)
     if len(rows):
         gram = u[rows] @ u.T
