@@ -17,6 +17,7 @@ from gradguard.errors import GradguardError
 DETECTORS: dict[str, str] = {
     "health": "gradguard.detect.health:Health",
     "architecture": "gradguard.detect.architecture:ArchitectureCheck",
+    "scale": "gradguard.detect.scale:LayerScale",  # weight norms vs a fresh init (amplification)
     "forensics": "gradguard.detect.forensics:Forensics",
     "transmit-snr": "gradguard.detect.filters:TransmitSNR",
     "dsnr": "gradguard.detect.dsnr:DSNR",
@@ -30,7 +31,13 @@ DETECTORS: dict[str, str] = {
 # The Guard's default set (GuardConfig, ``gradguard scan``). warmup+ is not in it: on the
 # frontier no leaking point is flagged by it alone, and it costs 4-10% of a local epoch
 # (benchmarks/results/detector_cost.md).
-DEFAULT_DETECTORS: tuple[str, ...] = ("architecture", "forensics", "transmit-snr", "exposure")
+DEFAULT_DETECTORS: tuple[str, ...] = (
+    "architecture",
+    "scale",
+    "forensics",
+    "transmit-snr",
+    "exposure",
+)
 
 
 def detector_class(name: str) -> type[Detector]:

@@ -1,0 +1,180 @@
+"""Layer scale: a server that amplifies the client's gradient (issue 8, docs/secagg.md).
+
+Under secure aggregation a guarded non-target of model inconsistency sends a cover sized to
+its own honest update, so the target's update is hidden in the sum. A server beats the
+cover by amplifying the target's update: scaling a layer after the one it decodes scales
+that layer's gradient by the gain, which the decoder divides out (imprint bins and the
+per-row decoder ``dW_i / db_i`` are ratios). At x1000 the target's update dominates the
+sum (benchmarks/results/secagg_hazard.md). With ReLU networks the gradient a layer receives
+is the product of the layers after it, so the gain must show in their weights; a function-
+preserving rescale (the decoded layer divided by ``a``, the next multiplied by ``a``, or a
+convolution before a normalisation divided by ``a``) shows as a layer shrunk by ``a``.
+
+The reference is the client's own architecture freshly initialised
+(:func:`~gradguard.detect.fresh.fresh_states`, the mean norm over ``FRESH_SEEDS`` seeds):
+honest FedAvg training moves every weight tensor's norm little from its init (the honest
+corpus: 0.89x to 1.9x), whatever the optimiser. Checks, on every trainable floating
+``*weight`` tensor (linear, convolution, normalisation gains, attention projections):
+
+- ``scale.grown``: the largest norm over its fresh norm;
+- ``scale.gain``: the product over tensors of ``max(1, norm / fresh norm)`` (a gain spread
+  over several layers, ``a^(1/k)`` each, multiplies back to ``a``);
+- ``scale.shrunk``: the largest fresh norm over norm.
+
+The fresh model's norms are measured once per template. No data is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from gradguard.detect.base import (
+    Context,
+    Finding,
+    Threshold,
+    Verdict,
+    mismatch,
+    unverifiable,
+    verdict_from,
+)
+from gradguard.detect.fresh import fresh_states
+from gradguard.detect.thresholds import resolve
+
+FRESH_SEEDS = 2  # norms of large tensors barely vary with the seed
+
+
+def scaled_entries(template: nn.Module) -> list[str]:
+    """The entries whose scale is compared: trainable floating ``*weight`` parameters."""
+    return [
+        k
+        for k, p in template.named_parameters()
+        if k.endswith("weight") and p.is_floating_point() and p.numel() > 0
+    ]
+
+
+def fresh_norms(template: nn.Module, seeds: int = FRESH_SEEDS) -> dict[str, float]:
+    """Per scaled entry, its mean norm over ``seeds`` fresh inits of ``template``."""
+    names = scaled_entries(template)
+    total = dict.fromkeys(names, 0.0)
+    for fresh in fresh_states(template, range(seeds)):
+        state = fresh.state_dict()
+        for k in names:
+            total[k] += float(state[k].detach().double().norm()) / seeds
+    return total
+
+
+class LayerScale:
+    """Weight norms against a fresh init of the client's architecture (registry ``scale``)."""
+
+    name = "scale"
+    needs_data = False
+    # calibrated on the honest corpus (benchmarks/calibrate.py): honest maxima 1.77, 2.29,
+    # 1.08; the floors leave twice the evaluation corpus's maxima (1.87, 3.26, 1.12) and stay
+    # 25x or more under the gain at which covers stop hiding the target (x1000 at scale 1)
+    THRESHOLDS = (
+        Threshold(
+            "grown",
+            4.0,
+            "scale.grown",
+            floor=4.0,
+            doc="largest weight-tensor norm over a fresh init's",
+        ),
+        Threshold(
+            "gain",
+            8.0,
+            "scale.gain",
+            floor=8.0,
+            doc="product over weight tensors of max(1, norm / fresh norm)",
+        ),
+        Threshold(
+            "shrunk",
+            4.0,
+            "scale.shrunk",
+            floor=4.0,
+            doc="largest fresh-init norm over a weight tensor's norm",
+        ),
+    )
+
+    def __init__(self, thresholds: Mapping[str, float] | None = None) -> None:
+        self.t = resolve(self, thresholds)
+        self._fresh: tuple[int, dict[str, float]] | None = None
+
+    def fresh(self, template: nn.Module) -> dict[str, float]:
+        """:func:`fresh_norms` of ``template``, once per template."""
+        if self._fresh is None or self._fresh[0] != id(template):
+            self._fresh = (id(template), fresh_norms(template))
+        return self._fresh[1]
+
+    def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
+        start = time.perf_counter()
+        reason = mismatch(received, ctx.expected)
+        if reason:
+            return unverifiable(self.name, f"cannot verify: {reason}", start)
+        ratios = {
+            k: float(received[k].detach().double().norm()) / ref
+            for k, ref in self.fresh(ctx.template).items()
+            if ref > 0
+        }
+        if not ratios:
+            return verdict_from(self.name, [], start)
+        if not all(math.isfinite(r) for r in ratios.values()):
+            return unverifiable(self.name, "cannot verify: a weight norm is not finite", start)
+        model = type(ctx.template).__name__
+        t = self.t
+        top = max(ratios, key=ratios.__getitem__)
+        low = min(ratios, key=ratios.__getitem__)
+        gain = math.prod(max(1.0, r) for r in ratios.values())
+        grown = [k for k, r in ratios.items() if r > 1.05]
+        shrink = 1 / ratios[low] if ratios[low] > 0 else math.inf
+        amplify = (
+            "a layer's gain multiplies the gradient of the layers before it, so your update "
+            "would dominate a secure sum and outweigh the others' covers (amplification)"
+        )
+        findings = [
+            Finding(
+                "scale.grown",
+                top,
+                ratios[top],
+                t["grown"],
+                f"{top} is {ratios[top]:.3g}x the norm of a fresh {model}'s, where honest "
+                f"training stays within {t['grown']:.3g}x: {amplify}"
+                if ratios[top] >= t["grown"]
+                else f"{top} is {ratios[top]:.3g}x the norm of a fresh {model}'s",
+                ratios[top] >= t["grown"],
+            ),
+            Finding(
+                "scale.gain",
+                ", ".join(grown[:4]) + (" ..." if len(grown) > 4 else "") or "-",
+                gain,
+                t["gain"],
+                f"the weight tensors that grew ({len(grown)}) multiply to {gain:.3g}x a fresh "
+                f"{model}'s norms, where honest training stays within {t['gain']:.3g}x: {amplify}"
+                if gain >= t["gain"]
+                else f"the weight tensors that grew multiply to {gain:.3g}x a fresh {model}'s",
+                gain >= t["gain"],
+            ),
+            Finding(
+                "scale.shrunk",
+                low,
+                shrink,
+                t["shrunk"],
+                f"{low} is {_fraction(shrink)} of the norm of a fresh {model}'s, where honest "
+                "training "
+                f"stays above 1/{t['shrunk']:.3g}: a layer scaled down with the next scaled up "
+                "computes the same function and multiplies its own gradient (amplification)"
+                if shrink >= t["shrunk"]
+                else f"{low} is {_fraction(shrink)} of the norm of a fresh {model}'s",
+                shrink >= t["shrunk"],
+            ),
+        ]
+        meta = {"scale": {"ratios": ratios, "gain": gain}}
+        return verdict_from(self.name, findings, start, meta)
+
+
+def _fraction(shrink: float) -> str:
+    return "0" if math.isinf(shrink) else f"1/{shrink:.3g}"
