@@ -17,9 +17,10 @@ from gradguard.errors import GradguardError
 DETECTORS: dict[str, str] = {
     "health": "gradguard.detect.health:Health",
     "architecture": "gradguard.detect.architecture:ArchitectureCheck",
-    "scale": "gradguard.detect.scale:LayerScale",  # weight norms vs a fresh init (amplification)
     "forensics": "gradguard.detect.forensics:Forensics",
     "transmit-snr": "gradguard.detect.filters:TransmitSNR",
+    # after the signature checks: an imprint or trap layer is named by them, not as a gain
+    "scale": "gradguard.detect.scale:LayerScale",  # weight norms vs a fresh init (amplification)
     "dsnr": "gradguard.detect.dsnr:DSNR",
     "warmup": "gradguard.detect.warmup:WarmUp",  # seed 000 s.5 read literally (change / 1e-8)
     "warmup-paper": "gradguard.detect.warmup_paper:WarmUpPaper",  # the reading matching its numbers
@@ -33,9 +34,9 @@ DETECTORS: dict[str, str] = {
 # (benchmarks/results/detector_cost.md).
 DEFAULT_DETECTORS: tuple[str, ...] = (
     "architecture",
-    "scale",
     "forensics",
     "transmit-snr",
+    "scale",
     "exposure",
 )
 
