@@ -44,7 +44,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LR = 2.0
 
 
-GAINS = (3.0, 10.0, 30.0, 100.0, 1000.0, 10000.0)
+GAINS = (4.0, 10.0, 30.0, 100.0, 1000.0, 10000.0)
 
 
 def _guard_says(template: nn.Module, data, model: nn.Module, detectors=None) -> dict[str, Any]:
@@ -81,6 +81,8 @@ def _bn_disguise(model: nn.Module, disguise: str, a: float) -> None:
             model.stem.norm.bias.mul_(a)
         elif disguise == "stem conv / a (before BN: same function)":
             model.stem.conv.weight.div_(a)
+            model.stem.norm.running_mean.div_(a)  # the same function in evaluation mode too
+            model.stem.norm.running_var.div_(a * a)
         elif disguise == "last BN gain x a":
             block = model.layers[-1][-1]
             block.norm2.weight.mul_(a)
@@ -209,7 +211,7 @@ def amplification_markdown(amp: dict[str, Any]) -> list[str]:
         "check alone and the default Guard (which includes it).",
         "",
         "| disguise | gain | honest: images >= 30 dB (of 16) | PSNR mean | imprint: images "
-        "| `scale` | score | default Guard | first reason |",
+        "| `scale` (after health) | score | default Guard | first reason |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in amp["rows"]:
@@ -225,7 +227,7 @@ def amplification_markdown(amp: dict[str, Any]) -> list[str]:
         "resnet (batch norm), fresh, digits: the stem convolution's gradient (training mode, "
         "batch 16) over the undisguised model's, and the `scale` check:",
         "",
-        "| disguise | gain | stem gradient x | `scale` | score |",
+        "| disguise | gain | stem gradient x | `scale` (after health) | score |",
         "|---|---|---|---|---|",
     ]
     for r in amp["batchnorm"]:

@@ -92,12 +92,13 @@ class HazardRound:
         return out
 
 
-def _rank_one(weight: torch.Tensor, right: torch.Tensor | None = None) -> torch.Tensor:
-    """``weight`` replaced by a rank-one matrix of the same norm along its top singular
-    pair (its right vector ``right`` if given): all its gain on one direction."""
+def _top_k(weight: torch.Tensor, k: int, right: torch.Tensor | None = None) -> torch.Tensor:
+    """``weight`` replaced by a rank-``k`` matrix of the same norm with equal singular values:
+    its top ``k`` left singular vectors and right vectors ``right`` (k x in; default its own
+    top ``k``)."""
     u, _s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
-    v = vh[0] if right is None else right.double() / right.double().norm()
-    return (weight.double().norm() * torch.outer(u[:, 0], v)).to(weight.dtype)
+    m = u[:, :k] @ (vh[:k] if right is None else right.double())
+    return (m * weight.double().norm() / m.norm()).to(weight.dtype)
 
 
 def _amplify_fc2(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
@@ -131,12 +132,17 @@ def _shrink_head(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> N
     head.weight.div_(a)
 
 
-def _aligned(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
-    # fc2 and head rank one at their own norms, head reading fc2's output direction, then
-    # each x sqrt(a): the norm-preserving way to raise the gain back to fc1
-    fc2.weight.copy_(_rank_one(fc2.weight) * math.sqrt(a))
-    u = torch.linalg.svd(fc2.weight.double(), full_matrices=False)[0][:, 0]
-    head.weight.copy_(_rank_one(head.weight, u) * math.sqrt(a))
+def _aligned(rank: int) -> Callable[[nn.Linear, nn.Linear, nn.Linear, float], None]:
+    """fc2 and head rank ``rank`` at their own norms, head reading fc2's top output
+    directions, then each x sqrt(a): the norm-preserving way to raise the gain back to fc1
+    (the Jacobian's operator norm grows while the weights' norms do not)."""
+
+    def apply(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
+        fc2.weight.copy_(_top_k(fc2.weight, rank) * math.sqrt(a))
+        out = torch.linalg.svd(fc2.weight.double(), full_matrices=False)[0][:, :rank]
+        head.weight.copy_(_top_k(head.weight, rank, out.T) * math.sqrt(a))
+
+    return apply
 
 
 #: The adaptive server's ways to apply a gain ``a`` to the target's ``mlp`` (fc1, fc2, head).
@@ -147,7 +153,8 @@ DISGUISES: dict[str, Callable[[nn.Linear, nn.Linear, nn.Linear, float], None]] =
     "head-bias": _head_bias,  # the head's bias x a
     "shrink-fc1": _shrink_fc1,  # fc1 / a, fc2 x a: the same function
     "shrink-head": _shrink_head,  # fc2 x a, head / a: the same function
-    "aligned": _aligned,  # fc2 and head rank one at their own norms, x sqrt(a) each
+    "aligned": _aligned(1),  # fc2 and head rank one at their own norms, x sqrt(a) each
+    "aligned-4": _aligned(4),  # the same at rank 4 (no parallel rows)
 }
 
 
