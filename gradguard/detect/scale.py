@@ -166,9 +166,9 @@ class LayerScale:
                 shrink,
                 t["shrunk"],
                 f"{low} is {_fraction(shrink)} of the norm of a fresh {model}'s, where honest "
-                "training "
-                f"stays above 1/{t['shrunk']:.3g}: a layer scaled down with the next scaled up "
-                "computes the same function and multiplies its own gradient (amplification)"
+                f"training stays above 1/{t['shrunk']:.3g}: a layer scaled down with the next "
+                "scaled up computes the same function and multiplies its own gradient "
+                "(amplification)"
                 if shrink >= t["shrunk"]
                 else f"{low} is {_fraction(shrink)} of the norm of a fresh {model}'s",
                 shrink >= t["shrunk"],
