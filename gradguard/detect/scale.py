@@ -21,7 +21,9 @@ corpus: 0.81x to 1.9x), whatever the optimiser. Checks, on every trainable float
   over several layers, ``a^(1/k)`` each, multiplies back to ``a``);
 - ``scale.shrunk``: the largest fresh norm over norm.
 
-The fresh model's norms are measured once per template. No data is needed.
+Growth is not counted for a weight whose output goes straight into a normalisation
+(:func:`normalised`): it amplifies nothing. The fresh model's norms and that set are
+measured once per template. No data is needed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 from collections.abc import Mapping
 
 import torch
+import torch.fx
 from torch import nn
 
 from gradguard.detect.base import (
@@ -47,6 +50,13 @@ from gradguard.detect.thresholds import resolve
 
 FRESH_SEEDS = 2  # norms of large tensors barely vary with the seed
 
+NORMS = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+
 
 def scaled_entries(template: nn.Module) -> list[str]:
     """The entries whose scale is compared: trainable floating ``*weight`` parameters."""
@@ -55,6 +65,32 @@ def scaled_entries(template: nn.Module) -> list[str]:
         for k, p in template.named_parameters()
         if k.endswith("weight") and p.is_floating_point() and p.numel() > 0
     ]
+
+
+def normalised(template: nn.Module) -> set[str]:
+    """Weights of convolutions and linear layers whose output goes straight, and only, into a
+    normalisation (traced by ``torch.fx``; none for a model it cannot trace): scaling them
+    changes nothing after the normalisation and divides their own gradient, so their growth
+    amplifies nothing (honest SGD grows them: a resnet's convolutions multiply to x72 in 15
+    epochs); their shrinking still counts."""
+    try:
+        graph = torch.fx.symbolic_trace(template).graph
+    except Exception:  # noqa: BLE001 - any untraceable model: every weight's growth counts
+        return set()
+    modules = dict(template.named_modules())
+    out = set()
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), NORMS):
+            continue
+        source = node.args[0] if node.args else None
+        if (
+            isinstance(source, torch.fx.Node)
+            and source.op == "call_module"
+            and len(source.users) == 1
+            and isinstance(modules.get(source.target), (nn.Conv2d, nn.Linear))
+        ):
+            out.add(f"{source.target}.weight")
+    return out
 
 
 def fresh_norms(template: nn.Module, seeds: int = FRESH_SEEDS) -> dict[str, float]:
@@ -103,22 +139,23 @@ class LayerScale:
 
     def __init__(self, thresholds: Mapping[str, float] | None = None) -> None:
         self.t = resolve(self, thresholds)
-        self._fresh: tuple[int, dict[str, float]] | None = None
+        self._fresh: tuple[int, dict[str, float], set[str]] | None = None
 
-    def fresh(self, template: nn.Module) -> dict[str, float]:
-        """:func:`fresh_norms` of ``template``, once per template."""
+    def fresh(self, template: nn.Module) -> tuple[dict[str, float], set[str]]:
+        """:func:`fresh_norms` and :func:`normalised` of ``template``, once per template."""
         if self._fresh is None or self._fresh[0] != id(template):
-            self._fresh = (id(template), fresh_norms(template))
-        return self._fresh[1]
+            self._fresh = (id(template), fresh_norms(template), normalised(template))
+        return self._fresh[1], self._fresh[2]
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
         reason = mismatch(received, ctx.expected)
         if reason:
             return unverifiable(self.name, f"cannot verify: {reason}", start)
+        norms, invariant = self.fresh(ctx.template)
         ratios = {
             k: float(received[k].detach().double().norm()) / ref
-            for k, ref in self.fresh(ctx.template).items()
+            for k, ref in norms.items()
             if ref > 0
         }
         if not ratios:
@@ -127,10 +164,11 @@ class LayerScale:
             return unverifiable(self.name, "cannot verify: a weight norm is not finite", start)
         model = type(ctx.template).__name__
         t = self.t
-        top = max(ratios, key=ratios.__getitem__)
+        growth = {k: r for k, r in ratios.items() if k not in invariant} or {"-": 1.0}
+        top = max(growth, key=growth.__getitem__)
         low = min(ratios, key=ratios.__getitem__)
-        gain = math.prod(max(1.0, r) for r in ratios.values())
-        grown = [k for k, r in ratios.items() if r > 1.05]
+        gain = math.prod(max(1.0, r) for r in growth.values())
+        grown = [k for k, r in growth.items() if r > 1.05]
         shrink = 1 / ratios[low] if ratios[low] > 0 else math.inf
         amplify = (
             "a layer's gain multiplies the gradient of the layers before it, so your update "
@@ -141,13 +179,13 @@ class LayerScale:
             Finding(
                 "scale.grown",
                 top,
-                ratios[top],
+                growth[top],
                 t["grown"],
-                f"{top} is {ratios[top]:.3g}x the norm of a fresh {model}'s, where honest "
+                f"{top} is {growth[top]:.3g}x the norm of a fresh {model}'s, where honest "
                 f"training stays within {t['grown']:.3g}x: {amplify}"
-                if ratios[top] >= t["grown"]
-                else f"{top} is {ratios[top]:.3g}x the norm of a fresh {model}'s",
-                ratios[top] >= t["grown"],
+                if growth[top] >= t["grown"]
+                else f"{top} is {growth[top]:.3g}x the norm of a fresh {model}'s",
+                growth[top] >= t["grown"],
             ),
             Finding(
                 "scale.gain",

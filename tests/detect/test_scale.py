@@ -62,3 +62,16 @@ def test_wrong_shapes_and_non_finite_weights_cannot_be_verified(honest):
     state["fc2.weight"][0, 0] = float("inf")
     v = LayerScale().inspect(state, Context(model))
     assert v.malicious and not v.verified
+
+
+def test_growth_straight_into_a_normalisation_is_not_counted_elsewhere_it_is(honest):
+    resnet, vit = honest["resnet"], honest["vit"]
+    model = copy.deepcopy(resnet)
+    with torch.no_grad():
+        model.stem.conv.weight.mul_(100)  # batch norm divides it out (and its gradient by 100)
+    assert not LayerScale().inspect(model.state_dict(), Context(resnet)).malicious
+    model = copy.deepcopy(vit)
+    with torch.no_grad():
+        model.blocks[3].mlp.fc2.weight.mul_(10)  # added to the residual stream: a gain
+    v = LayerScale().inspect(model.state_dict(), Context(vit))
+    assert v.malicious and v.findings[0].layer == "blocks.3.mlp.fc2.weight"
