@@ -128,12 +128,53 @@ def batchnorm_rows(gains=(10.0, 100.0, 1000.0)) -> list[dict[str, Any]]:
     return rows
 
 
+LONG = (("mlp", None, 40), ("convnet", None, 40), ("resnet", "batch", 15))
+OPTIMISERS = (
+    {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9},
+    {"optimizer": "adam", "lr": 1e-3},
+    {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05},
+)
+
+
+def long_training_rows() -> list[dict[str, Any]]:
+    """Honest models trained far longer than the corpus's (one client, 1000 digits, batch
+    32, 40 epochs; resnet 15), scored by ``scale``: where honest growth goes past it."""
+    from gradguard.data import train_test
+    from gradguard.detect import get_detector
+    from gradguard.detect.base import Context
+    from gradguard.fl import LocalTraining, local_update
+    from gradguard.models import build_model
+
+    train, _ = train_test("digits", limit=1000)
+    rows = []
+    for name, norm, epochs in LONG:
+        for opts in OPTIMISERS:
+            torch.manual_seed(0)
+            model = build_model(name, train.image_shape, train.num_classes, norm=norm)
+            template = copy.deepcopy(model)
+            update = local_update(model, train, LocalTraining(epochs=epochs, **opts))
+            state = dict(model.state_dict())
+            for k, d in update.as_delta().items():
+                state[k] = state[k] + d.to(state[k].dtype)
+            v = get_detector("scale").inspect(state, Context(template))
+            rows.append(
+                {
+                    "model": name + (f"/{norm}" if norm else ""),
+                    "optimiser": opts["optimizer"],
+                    "epochs": epochs,
+                    "flagged": v.malicious,
+                    "values": {f.check: [round(f.value, 3), f.layer] for f in v.findings},
+                }
+            )
+    return rows
+
+
 def amplification(quick: bool = False) -> dict[str, Any]:
     gains = (10.0, 1000.0) if quick else GAINS
     rows = [amplification_row(d, g) for d in DISGUISES for g in gains]
     for row in rows:
         print(json.dumps({k: v for k, v in row.items() if k not in ("scale", "guard")}), flush=True)
-    return {"rows": rows, "batchnorm": batchnorm_rows()}
+    return {"rows": rows, "batchnorm": batchnorm_rows(), "long_training": long_training_rows()}
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -234,6 +275,22 @@ def amplification_markdown(amp: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {r['disguise']} | x{r['gain']:g} | {r['stem_gradient_x']} "
             f"| {'flagged' if r['scale']['flagged'] else 'accepted'} | {r['scale']['score']} |"
+        )
+    lines += [
+        "",
+        "Honest models trained far longer than the corpus's 6 rounds x 2 epochs (one client, "
+        "1000 digits, batch 32), scored by `scale` (value; thresholds grown 3.55, gain 4.58, "
+        "shrunk 2.47):",
+        "",
+        "| model | optimiser | epochs | grown (layer) | gain | shrunk | flagged |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in amp.get("long_training", []):
+        v = r["values"]
+        lines.append(
+            f"| {r['model']} | {r['optimiser']} | {r['epochs']} "
+            f"| {v['scale.grown'][0]} ({v['scale.grown'][1]}) | {v['scale.gain'][0]} "
+            f"| {v['scale.shrunk'][0]} | {'**yes**' if r['flagged'] else 'no'} |"
         )
     return lines
 
