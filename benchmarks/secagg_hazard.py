@@ -239,6 +239,11 @@ def run(quick: bool) -> dict[str, Any]:
     }
 
 
+def _reason(summary: str) -> str:
+    """A flagged verdict's first reason (after the exposure sentence it leads with)."""
+    return summary.split("; ", 1)[1] if summary.startswith("this round") else summary
+
+
 def amplification_markdown(amp: dict[str, Any]) -> list[str]:
     lines = [
         "## Amplifying the target's gradient, and the `scale` check",
@@ -256,7 +261,7 @@ def amplification_markdown(amp: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in amp["rows"]:
-        reason = r["guard"]["summary"].split("; ")[-1][:90].replace("|", "/")
+        reason = _reason(r["guard"]["summary"])[:90].replace("|", "/")
         lines.append(
             f"| {r['disguise']} | x{r['gain']:g} | {r['honest_leaked']} | {r['honest_psnr']} "
             f"| {r['imprint_leaked']} | {'flagged' if r['scale']['flagged'] else 'accepted'} "
@@ -276,6 +281,8 @@ def amplification_markdown(amp: dict[str, Any]) -> list[str]:
             f"| {r['disguise']} | x{r['gain']:g} | {r['stem_gradient_x']} "
             f"| {'flagged' if r['scale']['flagged'] else 'accepted'} | {r['scale']['score']} |"
         )
+    if not amp.get("long_training"):
+        return lines
     lines += [
         "",
         "Honest models trained far longer than the corpus's 6 rounds x 2 epochs (one client, "
@@ -285,7 +292,7 @@ def amplification_markdown(amp: dict[str, Any]) -> list[str]:
         "| model | optimiser | epochs | grown (layer) | gain | shrunk | flagged |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in amp.get("long_training", []):
+    for r in amp["long_training"]:
         v = r["values"]
         lines.append(
             f"| {r['model']} | {r['optimiser']} | {r['epochs']} "

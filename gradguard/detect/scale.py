@@ -194,7 +194,7 @@ class LayerScale:
         shrink = 1 / ratios[low] if ratios[low] > 0 else math.inf
         amplify = (
             "a layer's gain multiplies the gradient of the layers before it, so your update "
-            "would dominate a secure sum and outweigh the others' covers (amplification; "
+            "would dominate a secure sum and outweigh the others' covers (amplification, "
             "or training diverged)"
         )
         findings = [
