@@ -145,6 +145,19 @@ def _aligned(rank: int) -> Callable[[nn.Linear, nn.Linear, nn.Linear, float], No
     return apply
 
 
+def _aligned_noisy(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
+    """Rank one as ``aligned``, plus Gaussian noise of 20% (fc2) and 50% (head) of the
+    entries' RMS, norms kept: the parallel rows the signature checks see are broken up."""
+    g = torch.Generator().manual_seed(0)
+    n2, nh = fc2.weight.norm(), head.weight.norm()
+    w2 = _top_k(fc2.weight, 1)
+    out = torch.linalg.svd(w2.double(), full_matrices=False)[0][:, :1]
+    wh = _top_k(head.weight, 1, out.T)
+    for layer, w, norm, noise in ((fc2, w2, n2, 0.2), (head, wh, nh, 0.5)):
+        w = w + noise * w.norm() / math.sqrt(w.numel()) * torch.randn(w.shape, generator=g)
+        layer.weight.copy_(w * norm / w.norm() * math.sqrt(a))
+
+
 #: The adaptive server's ways to apply a gain ``a`` to the target's ``mlp`` (fc1, fc2, head).
 DISGUISES: dict[str, Callable[[nn.Linear, nn.Linear, nn.Linear, float], None]] = {
     "fc2": _amplify_fc2,  # the layer after the imprint x a
@@ -155,6 +168,7 @@ DISGUISES: dict[str, Callable[[nn.Linear, nn.Linear, nn.Linear, float], None]] =
     "shrink-head": _shrink_head,  # fc2 x a, head / a: the same function
     "aligned": _aligned(1),  # fc2 and head rank one at their own norms, x sqrt(a) each
     "aligned-4": _aligned(4),  # the same at rank 4 (no parallel rows)
+    "aligned-noisy": _aligned_noisy,  # rank one plus noise
 }
 
 
