@@ -11,19 +11,25 @@ preserving rescale (the decoded layer divided by ``a``, the next multiplied by `
 convolution before a normalisation divided by ``a``) shows as a layer shrunk by ``a``.
 
 The reference is the client's own architecture freshly initialised
-(:func:`~gradguard.detect.fresh.fresh_states`, the mean norm over ``FRESH_SEEDS`` seeds):
-honest FedAvg training moves every weight tensor's norm little from its init (the honest
-corpus: 0.81x to 1.9x), whatever the optimiser. Checks, on every trainable floating
-``*weight`` tensor (linear, convolution, normalisation gains, attention projections):
+(:func:`~gradguard.detect.fresh.fresh_states`, the mean norm over ``FRESH_SEEDS`` seeds).
+Checks, on every trainable floating ``*weight`` tensor (linear, convolution, normalisation
+gains, attention projections):
 
-- ``scale.grown``: the largest norm over its fresh norm;
-- ``scale.gain``: the product over tensors of ``max(1, norm / fresh norm)`` (a gain spread
-  over several layers, ``a^(1/k)`` each, multiplies back to ``a``);
-- ``scale.shrunk``: the largest fresh norm over norm;
-- ``scale.jump`` (with a last accepted model, ``ctx.previous``): the product over tensors of
-  ``max(1, norm / its norm there)``: honest rounds move it little (corpus: at most 1.64),
-  however long the training before, where the fresh init's reference is left behind by
-  long honest training (benchmarks/results/secagg_amplification.md).
+- ``scale.grown``: the largest norm over its fresh norm. Honest training grows weights
+  too: the corpus (6 rounds x 2 epochs) stays within 1.77x, but long training at a high
+  learning rate reaches 12.4x (an mlp under Adam at lr 1e-2, 30 rounds x 2 epochs; a
+  convnet 11.6x, a vit-tiny 11.3x), so the threshold is 25x. A leak through scale-1 covers
+  needs a gain of about 100 on one layer (benchmarks/results/secagg_amplification.md);
+- ``scale.shrunk``: the largest fresh norm over norm (honest: at most 1.31x, long
+  training included).
+
+Two stronger readings were measured and left out, because honest high-learning-rate
+training trips them: the product of every tensor's growth (it catches a gain spread
+over several layers; an honest vit-tiny reaches 1e15 over 60 epochs of Adam at lr 1e-2)
+and that product over the last accepted model (an honest first round multiplies it by
+7 to 34,000, later rounds still by up to 4). A gain spread evenly over two layers (x10
+each: 5 of 16 images through scale-1 covers) therefore passes on a model that also
+passes every other check (docs/secagg.md).
 
 Growth is not counted for a weight whose output goes straight into a normalisation
 (:func:`normalised`): it amplifies nothing. The fresh model's norms and that set are
@@ -113,32 +119,17 @@ class LayerScale:
 
     name = "scale"
     needs_data = False
-    # calibrated on the honest corpus's calibration part (benchmarks/calibrate.py, 120
-    # models): maxima 1.771 and 2.289 (a photos convnet under AdamW, round 6), 1.216 (a
-    # digits convnet at lr 0.05, round 6 over round 5), 1.235 (a Fashion-MNIST vit-tiny,
-    # round 6); 2x each, rounded up. Floors: twice and half the scale of the reference
+    # grown: 2x the honest maximum of long high-learning-rate training (12.4, the module's
+    # docstring; the corpus's calibration part reaches 1.771); shrunk: 2x the corpus's
+    # 1.235 (a Fashion-MNIST vit-tiny, round 6). Floors: twice and half the reference
     THRESHOLDS = (
         Threshold(
             "grown",
-            3.55,
+            25.0,
             "scale.grown",
             floor=2.0,
-            doc="largest weight-tensor norm over a fresh init's (honest max 1.77)",
-        ),
-        Threshold(
-            "gain",
-            4.58,
-            "scale.gain",
-            floor=2.0,
-            doc="product over weight tensors of max(1, norm / fresh norm) (honest max 2.29)",
-        ),
-        Threshold(
-            "jump",
-            2.44,
-            "scale.jump",
-            floor=2.0,
-            doc="product over weight tensors of max(1, norm / norm in the last accepted model) "
-            "(honest max 1.216)",
+            doc="largest weight-tensor norm over a fresh init's (honest max 12.4, long "
+            "high-lr training)",
         ),
         Threshold(
             "shrunk",
@@ -158,16 +149,6 @@ class LayerScale:
         if self._fresh is None or self._fresh[0] != id(template):
             self._fresh = (id(template), fresh_norms(template), normalised(template))
         return self._fresh[1], self._fresh[2]
-
-    def _jump(
-        self, received: dict[str, torch.Tensor], ctx: Context, invariant: set[str]
-    ) -> float | None:
-        """Growth since the last accepted model (None without a valid one)."""
-        if ctx.previous is None or mismatch(ctx.previous, ctx.expected):
-            return None
-        names = [k for k in self.fresh(ctx.template)[0] if k not in invariant]
-        jump = _growth_since(received, ctx.previous, names)
-        return jump if math.isfinite(jump) else None
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
@@ -189,8 +170,6 @@ class LayerScale:
         growth = {k: r for k, r in ratios.items() if k not in invariant} or {"-": 1.0}
         top = max(growth, key=growth.__getitem__)
         low = min(ratios, key=ratios.__getitem__)
-        gain = math.prod(max(1.0, r) for r in growth.values())
-        grown = [k for k, r in growth.items() if r > 1.05]
         shrink = 1 / ratios[low] if ratios[low] > 0 else math.inf
         amplify = (
             "a layer's gain multiplies the gradient of the layers before it, so your update "
@@ -210,17 +189,6 @@ class LayerScale:
                 growth[top] >= t["grown"],
             ),
             Finding(
-                "scale.gain",
-                ", ".join(grown[:4]) + (" ..." if len(grown) > 4 else "") or "-",
-                gain,
-                t["gain"],
-                f"the weight tensors that grew ({len(grown)}) multiply to {gain:.3g}x a fresh "
-                f"{model}'s norms, where honest training stays within {t['gain']:.3g}x: {amplify}"
-                if gain >= t["gain"]
-                else f"the weight tensors that grew multiply to {gain:.3g}x a fresh {model}'s",
-                gain >= t["gain"],
-            ),
-            Finding(
                 "scale.shrunk",
                 low,
                 shrink,
@@ -234,36 +202,8 @@ class LayerScale:
                 shrink >= t["shrunk"],
             ),
         ]
-        jump = self._jump(received, ctx, invariant)
-        if jump is not None:
-            findings.append(
-                Finding(
-                    "scale.jump",
-                    "-",
-                    jump,
-                    t["jump"],
-                    f"the weight tensors multiply to {jump:.3g}x their norms in the last model "
-                    f"you accepted, where an honest round stays within {t['jump']:.3g}x: "
-                    f"{amplify}"
-                    if jump >= t["jump"]
-                    else f"the weight tensors multiply to {jump:.3g}x the last accepted model's",
-                    jump >= t["jump"],
-                )
-            )
-        meta = {"scale": {"ratios": ratios, "gain": gain, "jump": jump}}
+        meta = {"scale": {"ratios": ratios}}
         return verdict_from(self.name, findings, start, meta)
-
-
-def _growth_since(
-    received: dict[str, torch.Tensor], previous: dict[str, torch.Tensor], names: list[str]
-) -> float:
-    """The product over ``names`` of ``max(1, norm / norm in previous)``."""
-    gain = 1.0
-    for k in names:
-        before = float(previous[k].detach().double().norm())
-        if before > 0:
-            gain *= max(1.0, float(received[k].detach().double().norm()) / before)
-    return gain
 
 
 def _fraction(shrink: float) -> str:

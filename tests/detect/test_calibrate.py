@@ -32,7 +32,6 @@ def test_every_check_maps_to_a_key_and_every_key_is_measured(honest, digits):
     # measured only with a previous model, under the strict policy, or on a collapsed output
     situational = {
         "exposure.rise",
-        "scale.jump",
         "exposure.strict_fraction",
         "health.head_collapse",
     }
