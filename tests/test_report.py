@@ -86,7 +86,7 @@ def test_report_explains_itself(report):
     assert "30 dB" in legend and "<i>recovered</i>" in legend
     assert "measured value / threshold" in legend
     # every detector's verdict for every client, and per-client rows
-    for name in ("health", "architecture", "forensics", "transmit-snr", "exposure"):
+    for name in ("health", "architecture", "forensics", "transmit-snr", "scale", "exposure"):
         assert f"<th>{name}</th>" in page
     assert page.count("<tr class='flag'>") == 2  # the two refusals in the per-client table
     # configuration, version and the Guard's cost

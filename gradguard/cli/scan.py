@@ -72,7 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--detectors",
         default=DEFAULT,
         help=f"comma-separated detectors (default {DEFAULT}; 'all' for every one): "
-        "architecture, forensics, transmit-snr, dsnr, warmup (seed 000 s.5 read literally: "
+        "architecture, forensics, transmit-snr, scale (weight norms against a fresh init: "
+        "amplification), dsnr, warmup (seed 000 s.5 read literally: "
         "the first step's change / 1e-8), warmup-paper (the reading that best matches the "
         "paper's reported Z-scores), warmup+ (gradguard's light variant)",
     )

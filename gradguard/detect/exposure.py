@@ -34,7 +34,6 @@ model's exposure on the same probe. ``strict`` also flags the client's own expos
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import time
@@ -56,6 +55,7 @@ from gradguard.detect.base import (
     unverifiable,
     verdict_from,
 )
+from gradguard.detect.fresh import fresh_states
 from gradguard.detect.thresholds import resolve
 
 #: Units whose output gradient is below this fraction of the layer's largest are silent.
@@ -591,14 +591,8 @@ class ExposureAudit:
         if self._fresh is None or self._fresh[0] != key:
             x, y = self._samples(ctx)
             total: dict[str, dict[int, float]] = {}
-            fresh = copy.deepcopy(ctx.template)
-            for s in range(FRESH_SEEDS):
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(self.seed + s)
-                    for m in fresh.modules():
-                        reset = getattr(m, "reset_parameters", None)
-                        if callable(reset):
-                            reset()
+            seeds = range(self.seed, self.seed + FRESH_SEEDS)
+            for fresh in fresh_states(ctx.template, seeds):
                 state = {k: v.detach() for k, v in fresh.state_dict().items()}
                 for layer, rates in lone_profile(fresh, state, x, y, ctx.loss).items():
                     mean = total.setdefault(layer, {})

@@ -19,6 +19,8 @@ DETECTORS: dict[str, str] = {
     "architecture": "gradguard.detect.architecture:ArchitectureCheck",
     "forensics": "gradguard.detect.forensics:Forensics",
     "transmit-snr": "gradguard.detect.filters:TransmitSNR",
+    # after the signature checks: an imprint or trap layer is named by them, not as a gain
+    "scale": "gradguard.detect.scale:LayerScale",  # weight norms vs a fresh init (amplification)
     "dsnr": "gradguard.detect.dsnr:DSNR",
     "warmup": "gradguard.detect.warmup:WarmUp",  # seed 000 s.5 read literally (change / 1e-8)
     "warmup-paper": "gradguard.detect.warmup_paper:WarmUpPaper",  # the reading matching its numbers
@@ -30,7 +32,13 @@ DETECTORS: dict[str, str] = {
 # The Guard's default set (GuardConfig, ``gradguard scan``). warmup+ is not in it: on the
 # frontier no leaking point is flagged by it alone, and it costs 4-10% of a local epoch
 # (benchmarks/results/detector_cost.md).
-DEFAULT_DETECTORS: tuple[str, ...] = ("architecture", "forensics", "transmit-snr", "exposure")
+DEFAULT_DETECTORS: tuple[str, ...] = (
+    "architecture",
+    "forensics",
+    "transmit-snr",
+    "scale",
+    "exposure",
+)
 
 
 def detector_class(name: str) -> type[Detector]:

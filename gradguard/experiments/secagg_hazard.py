@@ -19,6 +19,8 @@ target's own update, and the target's images recovered at >= ``threshold_db``.
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +29,7 @@ from torch import nn
 
 from gradguard.attacks import get_attack
 from gradguard.attacks.base import ServerAttack
+from gradguard.attacks.inversion.analytic import invert_rows
 from gradguard.bench.campaign import sum_updates
 from gradguard.bench.scoring import score_leak
 from gradguard.data import Dataset, train_test
@@ -51,6 +54,7 @@ class HazardConfig:
     threshold_db: float = 30.0
     seed: int = 0
     amplify: float = 1.0  # the adaptive server's gain on the target's imprint gradient
+    disguise: str = "fc2"  # how the gain is applied (DISGUISES)
     honest_target: bool = False  # the target gets the honest model (Pasquini et al.)
     refusal: SecureRefusal = field(default_factory=SecureRefusal)
 
@@ -88,6 +92,99 @@ class HazardRound:
         return out
 
 
+def _top_k(weight: torch.Tensor, k: int, right: torch.Tensor | None = None) -> torch.Tensor:
+    """``weight`` replaced by a rank-``k`` matrix of the same norm with equal singular values:
+    its top ``k`` left singular vectors and right vectors ``right`` (k x in; default its own
+    top ``k``)."""
+    u, _s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+    m = u[:, :k] @ (vh[:k] if right is None else right.double())
+    return (m * weight.double().norm() / m.norm()).to(weight.dtype)
+
+
+def _amplify_fc2(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
+    fc2.weight.mul_(a)
+
+
+def _spread(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
+    fc2.weight.mul_(math.sqrt(a))
+    head.weight.mul_(math.sqrt(a))
+
+
+def _head(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
+    head.weight.mul_(a)
+
+
+def _head_bias(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
+    head.bias.mul_(a)
+
+
+def _shrink_fc1(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
+    # ReLU(z / a) = ReLU(z) / a: the same function, fc1's gradient x a
+    fc1.weight.div_(a)
+    fc1.bias.div_(a)
+    fc2.weight.mul_(a)
+
+
+def _shrink_head(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
+    # the same function; fc1's gradient passes through fc2 x a and head / a: unchanged
+    fc2.weight.mul_(a)
+    fc2.bias.mul_(a)
+    head.weight.div_(a)
+
+
+def _aligned(rank: int) -> Callable[[nn.Linear, nn.Linear, nn.Linear, float], None]:
+    """fc2 and head rank ``rank`` at their own norms, head reading fc2's top output
+    directions, then each x sqrt(a): the norm-preserving way to raise the gain back to fc1
+    (the Jacobian's operator norm grows while the weights' norms do not)."""
+
+    def apply(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
+        fc2.weight.copy_(_top_k(fc2.weight, rank) * math.sqrt(a))
+        out = torch.linalg.svd(fc2.weight.double(), full_matrices=False)[0][:, :rank]
+        head.weight.copy_(_top_k(head.weight, rank, out.T) * math.sqrt(a))
+
+    return apply
+
+
+def _aligned_noisy(fc1: nn.Linear, fc2: nn.Linear, head: nn.Linear, a: float) -> None:
+    """Rank one as ``aligned``, plus Gaussian noise of 20% (fc2) and 50% (head) of the
+    entries' RMS, norms kept: the parallel rows the signature checks see are broken up."""
+    g = torch.Generator().manual_seed(0)
+    n2, nh = fc2.weight.norm(), head.weight.norm()
+    w2 = _top_k(fc2.weight, 1)
+    out = torch.linalg.svd(w2.double(), full_matrices=False)[0][:, :1]
+    wh = _top_k(head.weight, 1, out.T)
+    for layer, w, norm, noise in ((fc2, w2, n2, 0.2), (head, wh, nh, 0.5)):
+        w = w + noise * w.norm() / math.sqrt(w.numel()) * torch.randn(w.shape, generator=g)
+        layer.weight.copy_(w * norm / w.norm() * math.sqrt(a))
+
+
+#: The adaptive server's ways to apply a gain ``a`` to the target's ``mlp`` (fc1, fc2, head).
+DISGUISES: dict[str, Callable[[nn.Linear, nn.Linear, nn.Linear, float], None]] = {
+    "fc2": _amplify_fc2,  # the layer after the imprint x a
+    "spread": _spread,  # fc2 and head x sqrt(a) each
+    "head": _head,  # the head's weights x a
+    "head-bias": _head_bias,  # the head's bias x a
+    "shrink-fc1": _shrink_fc1,  # fc1 / a, fc2 x a: the same function
+    "shrink-head": _shrink_head,  # fc2 x a, head / a: the same function
+    "aligned": _aligned(1),  # fc2 and head rank one at their own norms, x sqrt(a) each
+    "aligned-4": _aligned(4),  # the same at rank 4 (no parallel rows)
+    "aligned-noisy": _aligned_noisy,  # rank one plus noise
+}
+
+
+def amplified(model: nn.Module, gain: float, disguise: str = "fc2") -> nn.Module:
+    """A copy of ``model`` (an ``mlp``: fc1, fc2, head) with ``gain`` applied by
+    ``disguise``. The layer after the imprint scaled (``fc2``): the imprint rows' gradient
+    grows by the gain, which the bin differences divide out (their ratio is unchanged)."""
+    if disguise not in DISGUISES:
+        raise ValueError(f"disguise must be one of {tuple(DISGUISES)}")
+    out = copy.deepcopy(model)
+    fc1, fc2, head = [m for m in out.modules() if isinstance(m, nn.Linear)][:3]
+    with torch.no_grad():
+        DISGUISES[disguise](fc1, fc2, head, gain)
+    return out
+
+
 def prepare(cfg: HazardConfig = HazardConfig()) -> HazardRound:
     """The round of ``gradguard attack inconsistency`` (same data, model, batches and seed)."""
     attack = get_attack("inconsistency", batch_size=cfg.batch_size, target=cfg.target)
@@ -102,15 +199,19 @@ def prepare(cfg: HazardConfig = HazardConfig()) -> HazardRound:
     sent, secrets = attack.manipulate_clients(copy.deepcopy(template), aux, list(batches))
     if cfg.honest_target:
         sent[cfg.target] = copy.deepcopy(template)
-    if cfg.amplify != 1.0:
-        # the layer after the imprint scaled: the imprint rows' gradient grows by the gain,
-        # which the bin differences divide out (their ratio is unchanged)
-        sent[cfg.target] = copy.deepcopy(sent[cfg.target])
-        downstream = [m for m in sent[cfg.target].modules() if isinstance(m, nn.Linear)][1]
-        with torch.no_grad():
-            downstream.weight.mul_(cfg.amplify)
+    if cfg.amplify != 1.0 or cfg.disguise != "fc2":
+        sent[cfg.target] = amplified(sent[cfg.target], cfg.amplify, cfg.disguise)
     training = LocalTraining(batch_size=b, lr=cfg.lr, fedsgd=True)
     return HazardRound(cfg, attack, template, aux, batches, sent, secrets, training)
+
+
+def row_decode(r: HazardRound, aggregate: Update) -> torch.Tensor:
+    """The per-row decoder ``dW_i / db_i`` on the first linear layer of ``aggregate`` (the
+    target's own honest exposure, seed 000 A.1.1), as images."""
+    first = [n for n, m in r.template.named_modules() if isinstance(m, nn.Linear)][0]
+    delta = aggregate.as_delta()
+    rows, _ = invert_rows(delta[f"{first}.weight"], delta[f"{first}.bias"])
+    return rows.clamp(0, 1).view(-1, *r.batches[r.cfg.target].x.shape[1:])
 
 
 def score(r: HazardRound, aggregate: Update | None) -> dict[str, Any]:
@@ -120,8 +221,14 @@ def score(r: HazardRound, aggregate: Update | None) -> dict[str, Any]:
     if aggregate is None:
         return {"completed": False, "cosine": None, "target_leaked": 0, "target_psnr": None}
     cos = round(aggregate.cosine(r.update(t)), 4)
-    if r.cfg.honest_target:  # no imprint to decode: the server would invert passively
-        return {"completed": True, "cosine": cos, "target_leaked": None, "target_psnr": None}
+    if r.cfg.honest_target:  # no imprint: the per-row decoder dW_i / db_i on fc1
+        leak = score_leak(t, r.batches[t].x, row_decode(r, aggregate), r.cfg.threshold_db)
+        return {
+            "completed": True,
+            "cosine": cos,
+            "target_leaked": leak.leaked,
+            "target_psnr": round(leak.psnr_mean, 2),
+        }
     recon = r.attack.reconstruct_sum(aggregate, list(r.sent), r.secrets)[t]
     leak = score_leak(t, r.batches[t].x, recon.images, r.cfg.threshold_db)
     others = sum(
@@ -288,6 +395,9 @@ def flower_case(
 
 __all__ = [
     "BEHAVIOURS",
+    "DISGUISES",
+    "amplified",
+    "row_decode",
     "HazardConfig",
     "HazardRound",
     "SybilClient",

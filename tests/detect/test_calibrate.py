@@ -30,7 +30,11 @@ def test_every_check_maps_to_a_key_and_every_key_is_measured(honest, digits):
         assert not s.flagged, (name, s.flagged)  # sentinels are never reached
         measured |= set(s.values)
     # measured only with a previous model, under the strict policy, or on a collapsed output
-    situational = {"exposure.rise", "exposure.strict_fraction", "health.head_collapse"}
+    situational = {
+        "exposure.rise",
+        "exposure.strict_fraction",
+        "health.head_collapse",
+    }
     assert measured == set(DEFAULTS) - situational
 
 

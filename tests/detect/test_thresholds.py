@@ -19,6 +19,10 @@ CALIBRATED: dict[str, float] = {
     "health.head_collapse": 0.469,
     # architecture: largest |value| a float entry may hold before the model is unverifiable
     "architecture.max_abs": 1e6,
+    # layer scale: weight-tensor norms over a fresh init's (amplification; honest corpus
+    # grown: 2x the max of long high-lr training, 12.4; shrunk: 2x the corpus max 1.235)
+    "scale.grown": 25.0,
+    "scale.shrunk": 2.47,
     # transmit-SNR of first-conv filters (anchors: benign < 1, Dirac ~1e6; honest corpus
     # reaches 0.717 on a Fashion-MNIST convnet, so 2x that is above the anchor)
     "transmit-snr.ratio": 1.44,
@@ -58,6 +62,8 @@ FLOORS: dict[str, float] = {
     "health.max_abs": 1e6,
     "health.collapse": 100.0,  # the output varies by under 1% of its size across inputs
     "architecture.max_abs": 1e6,
+    "scale.grown": 2.0,
+    "scale.shrunk": 2.0,
     "transmit-snr.ratio": 1.0,
     "forensics.duplicate_rows": 3.0,
     "forensics.trap_signs": 12.0,
