@@ -57,6 +57,8 @@ class Verdict:
         if not self.malicious:
             line = f"benign ({self.detector}, score {self.score:.3g})"
             return f"{line}; {sentence}" if sentence and exposure.get("exposed") else line
+        if not exposure.get("tampered", True):  # another check flagged: no "not tampering"
+            sentence = exposure.get("exposes", sentence)
         if not flagged:
             line = f"flagged by {self.detector} (score {self.score:.3g})"
         else:

@@ -746,6 +746,7 @@ class ExposureAudit:
             if exposed
             else f"this round exposes none of your {n} images to the known decoders"
         )
+        exposes = sentence
         if tampered:
             sentence += " [tampered]"
         elif exposed:
@@ -766,6 +767,7 @@ class ExposureAudit:
                 "rise": rise,
                 "tampered": tampered,
                 "sentence": sentence,
+                "exposes": exposes,  # without the audit's own bracket
                 "layers": {e.layer: len(e.exposed) for e in p.layers},
             }
         }

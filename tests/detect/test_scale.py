@@ -33,6 +33,7 @@ def test_covers_hide_the_honest_target_until_the_server_amplifies_it():
     v = Guard(template=copy.deepcopy(r.template), data=r.batches[0]).check(r.sent[0].state_dict())
     assert v.malicious and v.verified
     assert "scale.grown on fc2.weight" in v.summary()
+    assert "not flagged as tampering" not in v.summary()  # the audit's bracket is dropped
 
 
 @pytest.mark.parametrize("disguise", ["spread", "head", "shrink-fc1"])
