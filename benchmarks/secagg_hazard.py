@@ -128,17 +128,18 @@ def batchnorm_rows(gains=(10.0, 100.0, 1000.0)) -> list[dict[str, Any]]:
     return rows
 
 
-LONG = (("mlp", None, 40), ("convnet", None, 40), ("resnet", "batch", 15))
+LONG = (("mlp", None, 60), ("convnet", None, 60), ("resnet", "batch", 15))
 OPTIMISERS = (
     {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9},
     {"optimizer": "adam", "lr": 1e-3},
+    {"optimizer": "adam", "lr": 1e-2},
     {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05},
 )
 
 
 def long_training_rows() -> list[dict[str, Any]]:
     """Honest models trained far longer than the corpus's (one client, 1000 digits, batch
-    32, 40 epochs; resnet 15), scored by ``scale``: where honest growth goes past it."""
+    32, 60 epochs; resnet 15), scored by ``scale``: where honest growth goes past it."""
     from gradguard.data import train_test
     from gradguard.detect import get_detector
     from gradguard.detect.base import Context
@@ -161,6 +162,7 @@ def long_training_rows() -> list[dict[str, Any]]:
                 {
                     "model": name + (f"/{norm}" if norm else ""),
                     "optimiser": opts["optimizer"],
+                    "lr": opts["lr"],
                     "epochs": epochs,
                     "flagged": v.malicious,
                     "values": {f.check: [round(f.value, 3), f.layer] for f in v.findings},
@@ -286,17 +288,16 @@ def amplification_markdown(amp: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Honest models trained far longer than the corpus's 6 rounds x 2 epochs (one client, "
-        "1000 digits, batch 32), scored by `scale` (value; thresholds grown 3.55, gain 4.58, "
-        "shrunk 2.47):",
+        "1000 digits, batch 32), scored by `scale` (value; thresholds: grown 25, shrunk 2.47):",
         "",
-        "| model | optimiser | epochs | grown (layer) | gain | shrunk | flagged |",
+        "| model | optimiser | lr | epochs | grown (layer) | shrunk | flagged |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in amp["long_training"]:
         v = r["values"]
         lines.append(
-            f"| {r['model']} | {r['optimiser']} | {r['epochs']} "
-            f"| {v['scale.grown'][0]} ({v['scale.grown'][1]}) | {v['scale.gain'][0]} "
+            f"| {r['model']} | {r['optimiser']} | {r.get('lr', '')} | {r['epochs']} "
+            f"| {v['scale.grown'][0]} ({v['scale.grown'][1]}) "
             f"| {v['scale.shrunk'][0]} | {'**yes**' if r['flagged'] else 'no'} |"
         )
     return lines
