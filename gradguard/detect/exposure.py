@@ -56,6 +56,7 @@ from gradguard.detect.base import (
     unverifiable,
     verdict_from,
 )
+from gradguard.detect.readout import Readout, image_readout
 from gradguard.detect.thresholds import resolve
 
 #: Units whose output gradient is below this fraction of the layer's largest are silent.
@@ -511,6 +512,18 @@ class ExposureAudit:
             )
             for size, default, floor in ((16, 0.8, 0.8), (32, 0.4, 0.4), (64, 0.2, 0.2))
         ),
+        # the images read back linearly from a dense layer's feature-map input (a
+        # convolutional pass-through, detect/readout.py): median PSNR over the probe batch
+        # above fresh inits of the client's architecture (about 10-12 dB); honest trained
+        # convnets of the corpus stay within a few dB, pass-throughs reach +20 to +180
+        Threshold(
+            "readout",
+            15.0,
+            "exposure.readout",
+            floor=15.0,
+            doc="dB the client's images come back linearly from the dense layer's feature "
+            "map, over fresh inits",
+        ),
     )
 
     def __init__(
@@ -529,6 +542,7 @@ class ExposureAudit:
         self.strict = strict
         self._previous: tuple[tuple[int, float], Probe] | None = None
         self._fresh: tuple[tuple, dict[int, float]] | None = None
+        self._fresh_readout: tuple[tuple, float | None] | None = None
 
     def _samples(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         """The probe batch first, then the further samples the lone-unit rate reads."""
@@ -568,6 +582,32 @@ class ExposureAudit:
             self._fresh = (key, total)
         return self._fresh[1]
 
+    def readout(self, state: dict[str, torch.Tensor], ctx: Context) -> Readout | None:
+        """The probe batch read back from the first dense layer's feature-map input, the
+        readout found on the further samples (detect/readout.py); None without one."""
+        x, _ = self._samples(ctx)
+        b = self.batch
+        return image_readout(ctx.template, state, x[b:], x[:b]) if len(x) > b + 1 else None
+
+    def fresh_readout(self, ctx: Context) -> float | None:
+        """The mean median readout PSNR of ``FRESH_SEEDS`` fresh initialisations of the
+        client's architecture on the same samples; once per template."""
+        key = (id(ctx.template), self.lone_samples, self.seed, len(ctx.data) if ctx.data else 0)
+        if self._fresh_readout is None or self._fresh_readout[0] != key:
+            fresh, medians = copy.deepcopy(ctx.template), []
+            for s in range(FRESH_SEEDS):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.seed + s)
+                    for m in fresh.modules():
+                        reset = getattr(m, "reset_parameters", None)
+                        if callable(reset):
+                            reset()
+                got = self.readout({k: v.detach() for k, v in fresh.state_dict().items()}, ctx)
+                if got is not None:
+                    medians.append(got.median)
+            self._fresh_readout = (key, sum(medians) / len(medians) if medians else None)
+        return self._fresh_readout[1]
+
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
         reason = mismatch(received, ctx.expected)
@@ -580,6 +620,13 @@ class ExposureAudit:
         t, n = self.t, p.batch
         worst = p.worst
         exposed = len(worst.exposed) if worst else 0
+        isolated = exposed  # layer inputs returned, whatever they are (``rise`` compares them)
+        read = self.readout(received, ctx)
+        through = ""
+        if read is not None and worst is not None and worst.layer == read.layer:
+            # behind convolutions a returned input is an image only where it reads back
+            exposed = sum(1 for i in worst.exposed if float(read.db[i]) >= self.psnr_db)
+            through = f", read back through the convolutions at {read.median:.0f} dB"
         pairs = len(worst.by_pairs) if worst else 0
         layer = worst.layer if worst else "-"
         built = p.most_structured
@@ -598,7 +645,8 @@ class ExposureAudit:
                 exposed / n,
                 bar,
                 f"{exposed} of {n} samples come back at >= {self.psnr_db:g} dB "
-                f"({len(worst.by_rows) if worst else 0} by single rows, {pairs} by row pairs)",
+                f"({len(worst.by_rows) if worst else 0} by single rows, {pairs} by row pairs"
+                f"{through})",
                 exposed / n >= bar,
             ),
             Finding(
@@ -645,6 +693,26 @@ class ExposureAudit:
                     value >= bar,
                 )
             )
+        if read is not None:
+            base = self.fresh_readout(ctx)
+            gain = read.median - (base if base is not None else 0.0)
+            said = (
+                f"your images come back linearly from {read.layer}'s input at {read.median:.0f} "
+                f"dB (median), {gain:+.0f} dB over fresh {model}s"
+            )
+            findings.append(
+                Finding(
+                    "exposure.readout",
+                    read.layer,
+                    gain,
+                    t["readout"],
+                    f"{said}: the convolutions pass the image through (trap rows above them "
+                    "return it)"
+                    if gain >= t["readout"]
+                    else said,
+                    gain >= t["readout"],
+                )
+            )
         if p.head is not None and f"{p.head}.weight" in received:
             collapse = head_collapse(received[f"{p.head}.weight"])
             findings.append(
@@ -681,7 +749,7 @@ class ExposureAudit:
             if self._previous is None or self._previous[0] != key:
                 self._previous = (key, self.measure(ctx.previous, ctx))
             before = self._previous[1].worst
-            rise = (exposed - (len(before.exposed) if before else 0)) / n
+            rise = (isolated - (len(before.exposed) if before else 0)) / n
             findings.append(
                 Finding(
                     "exposure.rise",
@@ -709,7 +777,7 @@ class ExposureAudit:
         sentence = (
             f"this round would expose {exposed} of your {n} images at >= {self.psnr_db:g} dB"
             f" ({layer}: {len(worst.by_rows) if worst else 0} by single rows, {pairs} by row "
-            "pairs)"
+            f"pairs{through})"
             if exposed
             else f"this round exposes none of your {n} images to the known decoders"
         )
@@ -726,6 +794,7 @@ class ExposureAudit:
                 "by_rows": len(worst.by_rows) if worst else 0,
                 "by_pairs": pairs,
                 "structured_pairs": structured,
+                "readout_db": read.median if read is not None else None,
                 "lone_units": {size: rate for size, (rate, _) in p.most_lone().items()},
                 "speakers": p.speakers,
                 "should_speak": p.should_speak,
