@@ -620,13 +620,9 @@ class ExposureAudit:
         t, n = self.t, p.batch
         worst = p.worst
         exposed = len(worst.exposed) if worst else 0
-        isolated = exposed  # layer inputs returned, whatever they are (``rise`` compares them)
+        # behind convolutions a returned layer input is the image too: the received model's
+        # own Jacobian inverts it (Gauss-Newton, docs/detection.md), pass-through or not
         read = self.readout(received, ctx)
-        through = ""
-        if read is not None and worst is not None and worst.layer == read.layer:
-            # behind convolutions a returned input is an image only where it reads back
-            exposed = sum(1 for i in worst.exposed if float(read.db[i]) >= self.psnr_db)
-            through = f", read back through the convolutions at {read.median:.0f} dB"
         pairs = len(worst.by_pairs) if worst else 0
         layer = worst.layer if worst else "-"
         built = p.most_structured
@@ -645,8 +641,7 @@ class ExposureAudit:
                 exposed / n,
                 bar,
                 f"{exposed} of {n} samples come back at >= {self.psnr_db:g} dB "
-                f"({len(worst.by_rows) if worst else 0} by single rows, {pairs} by row pairs"
-                f"{through})",
+                f"({len(worst.by_rows) if worst else 0} by single rows, {pairs} by row pairs)",
                 exposed / n >= bar,
             ),
             Finding(
@@ -749,7 +744,7 @@ class ExposureAudit:
             if self._previous is None or self._previous[0] != key:
                 self._previous = (key, self.measure(ctx.previous, ctx))
             before = self._previous[1].worst
-            rise = (isolated - (len(before.exposed) if before else 0)) / n
+            rise = (exposed - (len(before.exposed) if before else 0)) / n
             findings.append(
                 Finding(
                     "exposure.rise",
@@ -777,7 +772,7 @@ class ExposureAudit:
         sentence = (
             f"this round would expose {exposed} of your {n} images at >= {self.psnr_db:g} dB"
             f" ({layer}: {len(worst.by_rows) if worst else 0} by single rows, {pairs} by row "
-            f"pairs{through})"
+            "pairs)"
             if exposed
             else f"this round exposes none of your {n} images to the known decoders"
         )

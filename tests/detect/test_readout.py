@@ -65,4 +65,4 @@ def test_honest_convnets_are_not_flagged_by_the_readout(honest, digits):
         v = Guard(GuardConfig(), template=copy.deepcopy(fresh), data=local).check(state(m))
         assert not v.malicious, v.summary()
         read = next(f for f in v.findings if f.check == "exposure.readout")
-        assert not read.flagged and v.metadata["exposure"]["exposed"] == 0
+        assert not read.flagged and read.value < 10.0
