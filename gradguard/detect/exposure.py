@@ -56,6 +56,7 @@ from gradguard.detect.base import (
     verdict_from,
 )
 from gradguard.detect.fresh import fresh_states
+from gradguard.detect.readout import Readout, image_readout
 from gradguard.detect.thresholds import resolve
 
 #: Units whose output gradient is below this fraction of the layer's largest are silent.
@@ -82,6 +83,10 @@ LONE_SAMPLES = 256
 #: (convnet, Fashion-MNIST) to 3x at the batch they are tuned to.
 FRESH_MARGIN = 1.3
 FRESH_SEEDS = 4
+#: The image readout through convolutions (``exposure.readout``) runs only when some layer's
+#: lone-unit excess reaches this share of its bar (honest corpus: at most 0.51; 32 trap rows
+#: at batch 64: 0.9).
+READOUT_GATE = 0.5
 
 
 @dataclass
@@ -536,6 +541,18 @@ class ExposureAudit:
             )
             for size, default, floor in ((16, 0.8, 0.8), (32, 0.4, 0.4), (64, 0.2, 0.2))
         ),
+        # the images read back linearly from a dense layer's feature-map input (a
+        # convolutional pass-through, detect/readout.py): median PSNR over the probe batch
+        # above fresh inits of the client's architecture (about 10-12 dB); honest trained
+        # convnets of the corpus stay within a few dB, pass-throughs reach +20 to +180
+        Threshold(
+            "readout",
+            15.0,
+            "exposure.readout",
+            floor=15.0,
+            doc="dB the client's images come back linearly from the dense layer's feature "
+            "map, over fresh inits",
+        ),
     )
 
     def __init__(
@@ -556,6 +573,7 @@ class ExposureAudit:
         self._fresh: tuple[tuple, dict[int, float]] | None = None
         # per template: whether it has dense layers (then one pass reads every probe sample)
         self._joint: tuple[tuple, bool] | None = None
+        self._fresh_readout: tuple[tuple, float | None] | None = None
 
     def _samples(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         """The probe batch first, then the further samples the lone-unit rate reads."""
@@ -600,6 +618,26 @@ class ExposureAudit:
                         mean[size] = mean.get(size, 0.0) + rate / FRESH_SEEDS
             self._fresh = (key, total)
         return self._fresh[1]
+
+    def readout(self, state: dict[str, torch.Tensor], ctx: Context) -> Readout | None:
+        """The probe batch read back from the first dense layer's feature-map input, the
+        readout found on the further samples (detect/readout.py); None without one."""
+        x, _ = self._samples(ctx)
+        b = self.batch
+        return image_readout(ctx.template, state, x[b:], x[:b]) if len(x) > b + 1 else None
+
+    def fresh_readout(self, ctx: Context) -> float | None:
+        """The mean median readout PSNR of ``FRESH_SEEDS`` fresh initialisations of the
+        client's architecture on the same samples; once per template."""
+        key = (id(ctx.template), self.lone_samples, self.seed, len(ctx.data) if ctx.data else 0)
+        if self._fresh_readout is None or self._fresh_readout[0] != key:
+            medians = []
+            for fresh in fresh_states(ctx.template, range(self.seed, self.seed + FRESH_SEEDS)):
+                got = self.readout({k: v.detach() for k, v in fresh.state_dict().items()}, ctx)
+                if got is not None:
+                    medians.append(got.median)
+            self._fresh_readout = (key, sum(medians) / len(medians) if medians else None)
+        return self._fresh_readout[1]
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
@@ -648,6 +686,7 @@ class ExposureAudit:
         lonely = p.lone()
         fresh = self.fresh_lone(ctx) if any(lonely.values()) else {}
         model = type(ctx.template).__name__
+        closest = 0.0  # the lone-unit excess nearest its bar, as a share of the bar
         for size in sorted({b for rates in lonely.values() for b in rates}):
             # per layer: the excess over the fresh init, against what it must reach there
             excess = {
@@ -660,6 +699,7 @@ class ExposureAudit:
             }
             where = max(excess, key=lambda n: excess[n][0] / excess[n][1])
             value, bar = excess[where]
+            closest = max(closest, value / bar)
             rate, init = lonely[where][size], fresh.get(where, {}).get(size, 0.0)
             said = (
                 f"{rate:.2f} units per sample fire for that sample alone in batches of {size} "
@@ -676,6 +716,30 @@ class ExposureAudit:
                     if value >= bar
                     else said,
                     value >= bar,
+                )
+            )
+        # the readout costs one forward-mode product per pixel (0.2-0.3 s on 28 x 28): it
+        # runs only where rows isolate samples beyond half the lone-unit bar, as trap rows
+        # above a pass-through must for the pass-through to leak anything
+        read = self.readout(received, ctx) if closest >= READOUT_GATE else None
+        if read is not None:
+            base = self.fresh_readout(ctx)
+            gain = read.median - (base if base is not None else 0.0)
+            said = (
+                f"your images come back linearly from {read.layer}'s input at {read.median:.0f} "
+                f"dB (median), {gain:+.0f} dB over fresh {model}s"
+            )
+            findings.append(
+                Finding(
+                    "exposure.readout",
+                    read.layer,
+                    gain,
+                    t["readout"],
+                    f"{said}: the convolutions pass the image through (trap rows above them "
+                    "return it)"
+                    if gain >= t["readout"]
+                    else said,
+                    gain >= t["readout"],
                 )
             )
         if p.head is not None and f"{p.head}.weight" in received:
@@ -760,6 +824,7 @@ class ExposureAudit:
                 "by_rows": len(worst.by_rows) if worst else 0,
                 "by_pairs": pairs,
                 "structured_pairs": structured,
+                "readout_db": read.median if read is not None else None,
                 "lone_units": {size: rate for size, (rate, _) in p.most_lone().items()},
                 "speakers": p.speakers,
                 "should_speak": p.should_speak,

@@ -59,7 +59,7 @@ class Family:
 
 
 #: Dials that only act on convolutions (the pass-through): no-ops on ``mlp``.
-CONV_DIALS = ("conv_mix", "honest_channels")
+CONV_DIALS = ("conv_mix", "honest_channels", "bend")
 
 
 def default_families(dataset: str = "digits", quick: bool = False) -> tuple[Family, ...]:
@@ -124,10 +124,16 @@ def points(fam: Family, quick: bool = False) -> list[tuple[str, Any, dict[str, A
         chosen = {k: v for k, v in adaptive.items() if k not in fam.skip_dials}
         out.append(("adaptive", "", chosen))
         for dial, values in (getattr(klass, "adaptive_sweep", None) or {}).items():
+            if dial in fam.skip_dials:
+                continue
             vals = list(values)
             if quick and len(vals) > 2:
                 vals = [vals[0], vals[-1]]
-            out += [(f"adaptive+{dial}", v, {**chosen, dial: v}) for v in vals]
+            # a value may be several dials at once (a dict): the attacker's combined answer
+            out += [
+                (f"adaptive+{dial}", v, {**chosen, **(v if isinstance(v, dict) else {dial: v})})
+                for v in vals
+            ]
     return out
 
 

@@ -15,7 +15,7 @@ from gradguard.detect import Guard, GuardConfig
 from gradguard.detect.filters import transmit_ratio
 from gradguard.models import build_model
 
-CONV_ONLY = ("conv_mix", "honest_channels")
+CONV_ONLY = ("conv_mix", "honest_channels", "bend")
 
 
 def adaptive(cls, model: str) -> dict:
@@ -149,3 +149,15 @@ def test_bin_difference_divides_out_row_gains():
     db[order] = gain[order] * (fires * grad).sum(0)
     rec, rows = invert_bins(dw, db, order, gain=gain)
     assert torch.allclose(rec, x, atol=1e-6) and rows.tolist() == order.tolist()
+
+
+def test_bent_pass_through_is_inverted_by_the_decoder_and_not_by_a_linear_readout():
+    from gradguard.detect.readout import image_readout
+
+    r = run_attack("curious", dataset="digits", model="convnet", batch_size=64, bend=0.9)
+    assert r.leaked_fraction >= 0.6
+    assert r.match.psnr.max() > 50  # a lone sample comes back through the undone bend
+    local = train_test("digits", limit=1000)[0]
+    state = {k: v.detach() for k, v in r.manipulated.state_dict().items()}
+    read = image_readout(r.manipulated, state, local.x[64:256], local.x[:64])
+    assert read is not None and read.share(30.0) == 0.0

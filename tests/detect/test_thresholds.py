@@ -55,6 +55,9 @@ CALIBRATED: dict[str, float] = {
     "exposure.lone16": 0.8,
     "exposure.lone32": 0.4,
     "exposure.lone64": 0.2,
+    # dB the images come back linearly from a convnet's fc1 input over fresh inits (a
+    # linear pass-through; honest corpus convnets within about +7, pass-throughs +20 up)
+    "exposure.readout": 15.0,
 }
 
 # calibrate.py's floors and margins before they moved into the declarations
@@ -82,6 +85,7 @@ FLOORS: dict[str, float] = {
     "exposure.lone16": 0.8,
     "exposure.lone32": 0.4,
     "exposure.lone64": 0.2,
+    "exposure.readout": 15.0,
 }
 MARGINS = {"exposure.exposed_fraction": 1.2, "forensics.attention_blindness": 1.3}
 

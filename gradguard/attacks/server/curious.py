@@ -32,6 +32,8 @@ from gradguard.attacks.server.passthrough import (
     SUPPORTED,
     check_width,
     features_to_pixels,
+    layer_to_pixels,
+    pixels_to_layer,
     pixels_to_weights,
     reach_first_linear,
 )
@@ -57,6 +59,8 @@ class CuriousSecrets:
     rows: torch.Tensor | None = None  # the layer's trap rows (None: all)
     pixel_map: torch.Tensor | None = None  # first-layer inputs = pixels @ pixel_map
     bias: torch.Tensor | None = None  # the trap rows' biases (None: zero)
+    bend: float = 0.0  # the pass-through's bijection (passthrough.bent)
+    inner_map: torch.Tensor | None = None
 
 
 def trap_rows(
@@ -116,7 +120,9 @@ class Curious(ServerAttack):
       weights (fewer rows firing for one sample alone: against ``exposure.lone16/32/64``);
     - ``pretrain_epochs``: start from a model trained that long on the auxiliary data;
     - ``conv_mix``, ``honest_channels`` (``convnet``): blurred pass-through kernels and
-      honest unused channels (:func:`.passthrough.reach_first_linear`).
+      honest unused channels (:func:`.passthrough.reach_first_linear`);
+    - ``bend`` (``convnet``): the pass-through bends each pixel by a piecewise-linear
+      bijection the decoder undoes (against a linear readout of the images).
     """
 
     name = "curious"
@@ -130,6 +136,7 @@ class Curious(ServerAttack):
         "pretrain_epochs": (0, 1, 3),
         "conv_mix": (0.0, 0.5, 0.6, 0.7),
         "honest_channels": (False, True),
+        "bend": (0.0, 0.9),
     }
     #: The white-box attacker's choice against the default Guard (docs/attacks.md).
     adaptive: ClassVar[dict[str, Any]] = {
@@ -144,7 +151,11 @@ class Curious(ServerAttack):
     }
     #: The attacker's next answers once ``adaptive`` is flagged (the lone-unit excess over a
     #: fresh init): fewer traps (benchmarks/frontier.py, ``adaptive+traps``).
-    adaptive_sweep: ClassVar[dict[str, tuple]] = {"traps": (96, 64, 32)}
+    adaptive_sweep: ClassVar[dict[str, tuple]] = {
+        "traps": (96, 64, 32),
+        # once the readout of the images through the convolutions flags the pass-through
+        "bend": (0.9, {"bend": 0.9, "traps": 32}),
+    }
     models = SUPPORTED
     takes_batch_size = True
     threat_model = ThreatModel(
@@ -171,6 +182,7 @@ class Curious(ServerAttack):
         conv_mix: float = 0.0,
         honest_channels: bool = False,
         traps: int | None = None,
+        bend: float = 0.0,
     ) -> None:
         if neurons < 1:
             raise GradguardError(f"neurons must be positive, got {neurons}")
@@ -197,6 +209,9 @@ class Curious(ServerAttack):
             self.neurons = int(traps)
         self.pretrain_epochs, self.conv_mix = int(pretrain_epochs), float(conv_mix)
         self.honest_channels = bool(honest_channels)
+        if not 0 <= bend < 1:
+            raise GradguardError(f"bend must be in [0, 1), got {bend}")
+        self.bend = float(bend)
 
     def model_kwargs(self, model_name: str) -> dict:
         if model_name not in SUPPORTED:
@@ -210,7 +225,9 @@ class Curious(ServerAttack):
         model = copy.deepcopy(model)
         pretrain(model, aux, self.pretrain_epochs, self.seed)
         honest_w = model.fc1.weight.detach().clone()
-        target = reach_first_linear(model, aux.image_shape, self.conv_mix, self.honest_channels)
+        target = reach_first_linear(
+            model, aux.image_shape, self.conv_mix, self.honest_channels, self.bend
+        )
         check_width(target, self.neurons + self.honest_rows, "neurons + honest_rows")
         g = torch.Generator().manual_seed(self.seed)
         pixels = aux.image_shape[0] * aux.image_shape[1] * aux.image_shape[2]
@@ -225,7 +242,7 @@ class Curious(ServerAttack):
         b = target.layer.bias.detach()[rows].clone() if self.bias == "honest" else None
         # Tune s on auxiliary batches the size the server expects from the client.
         n = min(len(aux), self.tune_batches * self.batch_size)
-        x = aux.x[torch.randperm(len(aux), generator=g)[:n]].flatten(1)
+        x = pixels_to_layer(aux.x[torch.randperm(len(aux), generator=g)[:n]].flatten(1), target)
         pre_pos, pre_neg = x @ pos.T, x @ neg.T
         if b is not None:  # the bias shifts the onset: row i fires iff s_i P + b_i > N
             pre_neg = pre_neg - b
@@ -262,6 +279,8 @@ class Curious(ServerAttack):
             rows if self.honest_rows else None,
             target.pixel_map,
             b,
+            target.bend,
+            target.inner_map,
         )
 
     def reconstruct(self, update: Update, secrets: CuriousSecrets) -> Reconstruction:
@@ -279,7 +298,8 @@ class Curious(ServerAttack):
         keep = select_lone(
             pixels, rows, active, secrets.pixel_weight, update.num_examples, secrets.bias
         )
-        images = pixels[keep].reshape(len(keep), *secrets.image_shape)
+        chosen = layer_to_pixels(pixels[keep], secrets.bend, secrets.inner_map)
+        images = chosen.reshape(len(keep), *secrets.image_shape)
         return Reconstruction(
             images.clamp(0, 1),
             info={
