@@ -574,13 +574,19 @@ class ExposureAudit:
         # per template: whether it has dense layers (then one pass reads every probe sample)
         self._joint: tuple[tuple, bool] | None = None
         self._fresh_readout: tuple[tuple, float | None] | None = None
+        # the probe samples, keyed by the data's identity (which it keeps alive)
+        self._drawn: tuple[tuple, tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _samples(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
-        """The probe batch first, then the further samples the lone-unit rate reads."""
+        """The probe batch first, then the further samples the lone-unit rate reads (drawn
+        once per data set: the same every round)."""
         assert ctx.data is not None
-        g = torch.Generator().manual_seed(self.seed)
-        idx = torch.randperm(len(ctx.data), generator=g)[: self.lone_samples]
-        return ctx.data.x[idx], ctx.data.y[idx]
+        key = (id(ctx.data.x), id(ctx.data.y), len(ctx.data), self.seed, self.lone_samples)
+        if self._drawn is None or self._drawn[0] != key:
+            g = torch.Generator().manual_seed(self.seed)
+            idx = torch.randperm(len(ctx.data), generator=g)[: self.lone_samples]
+            self._drawn = (key, (ctx.data.x, ctx.data.y), (ctx.data.x[idx], ctx.data.y[idx]))
+        return self._drawn[2]
 
     def measure(self, state: dict[str, torch.Tensor], ctx: Context) -> Probe:
         x, y = self._samples(ctx)

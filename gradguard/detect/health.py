@@ -77,6 +77,8 @@ class Health:
     ) -> None:
         self.t = resolve(self, thresholds)
         self.samples, self.seed = samples, seed
+        # the samples read, keyed by the data's identity (which it keeps alive)
+        self._drawn: tuple[tuple, tuple, tuple[torch.Tensor, torch.Tensor, int]] | None = None
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
@@ -155,9 +157,13 @@ class Health:
 
     def _outputs(self, received: dict[str, torch.Tensor], ctx: Context) -> list[Finding]:
         assert ctx.data is not None
-        g = torch.Generator().manual_seed(self.seed)
-        idx = torch.randperm(len(ctx.data), generator=g)[: self.samples]
-        x, y = ctx.data.x[idx], ctx.data.y[idx]
+        key = (id(ctx.data.x), id(ctx.data.y), len(ctx.data), self.seed, self.samples)
+        if self._drawn is None or self._drawn[0] != key:  # the same samples every round
+            g = torch.Generator().manual_seed(self.seed)
+            idx = torch.randperm(len(ctx.data), generator=g)[: self.samples]
+            x, y = ctx.data.x[idx], ctx.data.y[idx]
+            self._drawn = (key, (ctx.data.x, ctx.data.y), (x, y, len(y.unique())))
+        x, y, classes = self._drawn[2]
         model = ctx.template
         was_training = model.training
         model.eval()
@@ -179,7 +185,6 @@ class Health:
         out = []
         spread = float(logits.std(0, unbiased=False).max()) if len(x) > 1 else math.inf
         scale = float(logits.abs().mean()) + 1e-12
-        classes = len(y.unique())
         if classes > 1 and spread <= CONSTANT_SPREAD * scale:
             out.append(
                 Finding(
