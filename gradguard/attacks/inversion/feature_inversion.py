@@ -32,6 +32,8 @@ from gradguard.metrics import match
 ITERATIONS = 15
 #: Damping of ``J^T J``, relative to its mean diagonal.
 DAMPING = 1e-6
+#: Memory for the Jacobians solved at once (float64).
+JACOBIAN_BYTES = 2**28
 
 
 def layer_jacobians(
@@ -57,7 +59,22 @@ def gauss_newton(
     iterations: int = ITERATIONS,
 ) -> torch.Tensor:
     """Images in [0, 1] whose ``layer`` inputs are ``targets`` (one per row), all started
-    at the image ``start`` and solved together."""
+    at the image ``start``, solved ``JACOBIAN_BYTES`` of Jacobians at a time."""
+    per_image = targets.shape[1] * start.numel() * 8
+    chunk = max(1, JACOBIAN_BYTES // per_image)
+    return (
+        torch.cat(
+            [
+                _gauss_newton(model, state, layer, targets[i : i + chunk], start, iterations)
+                for i in range(0, len(targets), chunk)
+            ]
+        )
+        if len(targets)
+        else start.new_zeros(0, *start.shape)
+    )
+
+
+def _gauss_newton(model, state, layer, targets, start, iterations):
     shape = start.shape
     x = start.flatten().double().expand(len(targets), -1).clone()
     targets = targets.double()
