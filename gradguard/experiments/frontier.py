@@ -297,17 +297,21 @@ def evasions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Points that leak more than the honest model yet pass a detector (score < 1). The leak
     is :func:`best_leak`; the honest share is the same rows (+ inversion) decoder's."""
     textbook = [r for r in rows if r.get("dial") == "textbook" and "error" not in r]
-    honest = {r["family"]: r.get("honest_leaked_fraction", 0.0) for r in textbook}
-    honest_db = {r["family"]: r.get("honest_psnr_max", 15.0) for r in textbook}
+    # per family and seed: each seed's honest model sees that seed's batch
+    honest = {
+        (r["family"], r.get("seed", 0)): r.get("honest_leaked_fraction", 0.0) for r in textbook
+    }
+    honest_db = {(r["family"], r.get("seed", 0)): r.get("honest_psnr_max", 15.0) for r in textbook}
     out = []
     for r in rows:
         if "error" in r:
             continue
+        key = (r["family"], r.get("seed", 0))
         leak = best_leak(r)
         leaks = (
-            leak > honest.get(r["family"], 0.0)
+            leak > honest.get(key, 0.0)
             if leak > 0
-            else r["psnr_max"] >= honest_db.get(r["family"], 15.0) + 5.0
+            else r["psnr_max"] >= honest_db.get(key, 15.0) + 5.0
         )
         if not leaks:
             continue
@@ -320,7 +324,8 @@ def evasions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "value": r["value"],
                     "leaked_fraction": r["leaked_fraction"],
                     "rows_leaked_fraction": r.get("rows_leaked_fraction"),
-                    "honest_leaked_fraction": honest.get(r["family"], 0.0),
+                    "seed": r.get("seed", 0),
+                    "honest_leaked_fraction": honest.get(key, 0.0),
                     "psnr_max": r["psnr_max"],
                     "passes": passed,
                 }
@@ -349,14 +354,19 @@ def to_markdown(result: dict[str, Any]) -> str:
     ]
     headers = ["family", "dial", "value", "leaked", "rows+inv", "psnr_max", *dets]
     table = []
+    several = len(result.get("seeds", [0])) > 1
+
+    def label(r: dict[str, Any]) -> str:
+        return f"{r['family']} (seed {r.get('seed', 0)})" if several else r["family"]
+
     for r in result["rows"]:
         if "error" in r:
-            table.append([r["family"], r["dial"], r["value"], "error", r["error"][:60]])
+            table.append([label(r), r["dial"], r["value"], "error", r["error"][:60]])
             continue
         if r["dial"] == "textbook" and "honest_scores" in r:
             table.append(
                 [
-                    r["family"],
+                    label(r),
                     "honest",
                     "",
                     f"{r['honest_leaked_fraction']:.2f}",
@@ -367,7 +377,7 @@ def to_markdown(result: dict[str, Any]) -> str:
             )
         table.append(
             [
-                r["family"],
+                label(r),
                 r["dial"],
                 r["value"],
                 f"{r['leaked_fraction']:.2f} ({r['leaked']}/{r['batch']})",
@@ -388,7 +398,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         if GUARD in e["passes"] or FIRST in e["passes"]:
             which = "the Guard" if GUARD in e["passes"] else "the Guard on first contact"
             lines.append(
-                f"- passes {which}: {e['family']} {e['dial']}={e['value']} "
+                f"- passes {which}: {label(e)} {e['dial']}={e['value']} "
                 f"(leaked {e['leaked_fraction']:.2f}"
                 + (
                     f", rows+inv {e['rows_leaked_fraction']:.2f}"

@@ -97,3 +97,23 @@ def test_a_convnet_textbook_point_gets_the_fair_honest_share_and_rows_leak():
     row = frontier.run_point(fam, "textbook", None, {}, ["forensics"], data_samples=200)
     assert 0 < row["honest_leaked_fraction"] < row["rows_leaked_fraction"]
     assert row["rows_leaked_fraction"] >= row["leaked_fraction"] > row["honest_leaked_fraction"]
+
+
+def test_each_seed_is_judged_against_its_own_honest_share():
+    def row(seed, dial, leak, honest=None):
+        r = {
+            "family": "c",
+            "seed": seed,
+            "dial": dial,
+            "value": seed,
+            "leaked_fraction": leak,
+            "psnr_max": 90.0,
+            "flagged": {"guard": dial == "textbook"},
+        }
+        if honest is not None:
+            r["honest_leaked_fraction"] = honest
+        return r
+
+    rows = [row(0, "textbook", 0.9, 0.2), row(1, "textbook", 0.9, 0.5)]
+    rows += [row(0, "bend", 0.4), row(1, "bend", 0.4)]
+    assert [e["seed"] for e in frontier.evasions(rows)] == [0]
