@@ -251,6 +251,8 @@ class FrontierConfig:
     detectors: tuple[str, ...] = ()  # empty: every registered detector
     threshold_db: float = 30.0
     quick: bool = False
+    #: Only these points (``dial`` or ``dial=value``; the textbook point is always run).
+    only: tuple[str, ...] = ()
 
 
 def run(config: FrontierConfig, show_progress: bool = True) -> dict[str, Any]:
@@ -260,6 +262,7 @@ def run(config: FrontierConfig, show_progress: bool = True) -> dict[str, Any]:
         for fam in config.families
         for p in points(fam, config.quick)
         for seed in config.seeds
+        if not config.only or p[0] == "textbook" or {p[0], f"{p[0]}={p[1]}"} & set(config.only)
     ]
     rows = []
     with progress_bar("frontier", len(plan), show_progress) as (bar, task):
