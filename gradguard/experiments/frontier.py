@@ -234,7 +234,9 @@ def run_point(
         rows = rows_exposure(result.manipulated, result.originals, result.labels, threshold_db)
         row["rows_leaked_fraction"] = rows.share
     if dial == "textbook":
-        row["honest_leaked_fraction"] = honest_exposure(result, threshold_db)
+        # fishing is judged by its best image against the honest inversion, not by shares
+        fishing = fam.leak != "leaked_fraction"
+        row["honest_leaked_fraction"] = 0.0 if fishing else honest_exposure(result, threshold_db)
         if isinstance(result.secrets, dict) and "base_model" in result.secrets:
             row["honest_psnr_max"] = honest_inversion_psnr(result)
         honest = inspect_all(honest_state, copy.deepcopy(result.honest), local, detectors)
