@@ -7,9 +7,11 @@ A row of fc1 that fires for one sample alone returns that sample's fc1 input exa
 (seed 000, A.1.1). Per model: the linear readout of detect/readout.py (what the audit's
 ``exposure.readout`` reads) and Gauss-Newton from the mean image,
 ``x <- clamp(x + (J^T J + eps)^-1 J^T (f - f(x)), 0, 1)``, ``J`` the Jacobian of fc1's input
-at ``x`` (PSNR per image, range [0, 1]). With ``--honest-exposure``: the honest convnet's
-own FedSGD update at batch 64, every row decoded (``dW_i / db_i``) and inverted, matched
-to the batch (digits only: every candidate is inverted). Writes
+at ``x`` (PSNR per image, range [0, 1]; gradguard/attacks/inversion/feature_inversion.py).
+With ``--honest-exposure``: the honest convnet's own FedSGD update at batch 16 and 64,
+fresh (the frontier's honest model) and after the server's 1-epoch pretraining, every row
+decoded (``dW_i / db_i``) and inverted to images, matched to the batch: one candidate per
+sample (the frontier's fast count) and every row (digits only). Writes
 benchmarks/results/convnet_inversion_<dataset>.{json,md}.
 """
 
@@ -25,33 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from gradguard.attacks.inversion.analytic import invert_rows  # noqa: E402
+from gradguard.attacks.inversion.feature_inversion import (  # noqa: E402
+    gauss_newton,
+    rows_exposure,
+)
+from gradguard.attacks.server.disguise import pretrain  # noqa: E402
 from gradguard.bench.attack_round import run_attack  # noqa: E402
 from gradguard.data import train_test  # noqa: E402
-from gradguard.detect.readout import _features, image_readout, jacobian  # noqa: E402
-from gradguard.experiments.frontier import _Batch  # noqa: E402
+from gradguard.detect.readout import _features, image_readout  # noqa: E402
 from gradguard.experiments.harness import markdown_table, write_results  # noqa: E402
-from gradguard.fl import LocalTraining, local_update  # noqa: E402
 from gradguard.fl.client import train_sgd  # noqa: E402
-from gradguard.metrics import match  # noqa: E402
 from gradguard.models import build_model  # noqa: E402
 
 ADAPTIVE = dict(signs="binomial", sigma="honest", bias="honest", conv_mix=0.6, honest_channels=True)
-
-
-def gauss_newton(model, state, target: torch.Tensor, start: torch.Tensor, iterations: int):
-    x = start.clone()
-    for _ in range(iterations):
-        with torch.no_grad():
-            now = _features(model, state, "fc1", x[None])[0].double()
-        j = jacobian(model, state, "fc1", x).double()
-        normal = j.T @ j
-        eps = 1e-6 * float(normal.diagonal().mean() or 1.0)
-        step = torch.linalg.solve(
-            normal + eps * torch.eye(len(normal), dtype=normal.dtype), j.T @ (target - now)
-        )
-        x = (x.flatten().double() + step).clamp(0, 1).reshape(x.shape).float()
-    return x
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -88,11 +76,10 @@ def main() -> int:
         state = {k: v.detach() for k, v in model.state_dict().items()}
         start = time.perf_counter()
         read = image_readout(model, state, x[64:], x[:64])
-        dbs = []
-        for n in range(args.samples):
-            with torch.no_grad():
-                f = _features(model, state, "fc1", x[n : n + 1])[0].double()
-            dbs.append(psnr(gauss_newton(model, state, f, center, args.iterations), x[n]))
+        with torch.no_grad():
+            f = _features(model, state, "fc1", x[: args.samples])
+        images = gauss_newton(model, state, "fc1", f, center, args.iterations)
+        dbs = [psnr(images[n], x[n]) for n in range(args.samples)]
         rows.append(
             {
                 "model": name,
@@ -106,29 +93,25 @@ def main() -> int:
         print(rows[-1], flush=True)
     result = {"dataset": args.dataset, "iterations": args.iterations, "rows": rows}
     if args.honest_exposure:
-        r = run_attack("curious", args.dataset, "convnet", batch_size=64, neurons=1000, traps=32)
-        honest = copy.deepcopy(r.honest)
-        state = {k: v.detach() for k, v in honest.state_dict().items()}
-        update = local_update(
-            honest,
-            _Batch(r.originals, r.labels),
-            LocalTraining(batch_size=64, fedsgd=True),
-            torch.Generator().manual_seed(0),
-        )
-        g = update.as_gradient()
-        candidates, _ = invert_rows(g["fc1.weight"], g["fc1.bias"])
-        start = r.originals.mean(0)
-        images = torch.stack(
-            [gauss_newton(honest, state, f.double(), start, args.iterations) for f in candidates]
-        )
-        leaked = match(r.originals, images).leaked(30.0)
-        result["honest_exposure"] = {
-            "candidates": len(candidates),
-            "leaked": int(leaked),
-            "batch": 64,
-            "attack_leak_32_traps": r.leaked_fraction,
-        }
-        print(result["honest_exposure"])
+        result["honest_exposure"] = []
+        for batch, neurons in ((16, 256), (64, 1000)):
+            r = run_attack("curious", args.dataset, "convnet", batch_size=batch, neurons=neurons)
+            for epochs in (0, 1):
+                honest = copy.deepcopy(r.honest)
+                pretrain(honest, train_test(args.dataset)[1], epochs, seed=0)
+                row = {"batch": batch, "width": neurons, "pretrain_epochs": epochs}
+                for every in (False, True) if args.dataset == "digits" else (False,):
+                    t = time.perf_counter()
+                    e = rows_exposure(honest, r.originals, r.labels, 30.0, every, args.iterations)
+                    key = "every_row" if every else "nearest"
+                    row[key] = {
+                        "leaked": e.leaked,
+                        "candidates": e.candidates,
+                        "inverted": e.inverted,
+                        "seconds": time.perf_counter() - t,
+                    }
+                result["honest_exposure"].append(row)
+                print(row, flush=True)
     md = [
         f"# fc1's input inverted to the image, {args.dataset} convnets\n",
         f"Linear readout (detect/readout.py) and Gauss-Newton from the mean image "
@@ -149,11 +132,33 @@ def main() -> int:
         ),
     ]
     if "honest_exposure" in result:
-        h = result["honest_exposure"]
         md.append(
-            f"\nHonest convnet, its own FedSGD update at batch 64: {h['candidates']} rows decoded "
-            f"and inverted, {h['leaked']}/64 images at >= 30 dB (the 32-trap attack's own "
-            f"decoder: {h['attack_leak_32_traps']:.2f}).\n"
+            "\nHonest convnet (the frontier's honest model: fresh, width 256 at batch 16, 1000 at "
+            "64; and after 1 epoch of the server's pretraining), its own FedSGD update, every "
+            "fc1 row decoded (`dW_i / db_i`) and inverted by Gauss-Newton, Hungarian-matched "
+            "(>= 30 dB). `nearest`: one candidate per sample, the row nearest its true fc1 "
+            "input (the frontier's count); `every row`: all decoded rows inverted.\n"
+        )
+
+        def cell(h, key):
+            if key not in h:
+                return ""
+            return f"{h[key]['leaked']}/{h['batch']} ({h[key]['seconds']:.1f} s)"
+
+        md.append(
+            markdown_table(
+                ["batch", "pretrain epochs", "rows decoded", "nearest", "every row"],
+                [
+                    [
+                        h["batch"],
+                        h["pretrain_epochs"],
+                        h["nearest"]["candidates"],
+                        cell(h, "nearest"),
+                        cell(h, "every_row"),
+                    ]
+                    for h in result["honest_exposure"]
+                ],
+            )
         )
     out = Path(__file__).parent / "results"
     write_results(f"convnet_inversion_{args.dataset}", result, "\n".join(md), out)

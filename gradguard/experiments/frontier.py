@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from gradguard.attacks import ATTACKS
-from gradguard.attacks.inversion.analytic import invert_rows
+from gradguard.attacks.inversion.feature_inversion import rows_exposure
 from gradguard.data import train_test
 from gradguard.detect import Guard, GuardConfig
 from gradguard.detect.layers import linears
@@ -155,24 +155,15 @@ def honest_inversion_psnr(result) -> float:
 def honest_exposure(result, threshold_db: float) -> float:
     """Share of the batch the per-row decoder ``dW_i / db_i`` recovers from the *honest*
     model's FedSGD gradient on its first linear layer (seed 000 A.1.1; anchors: ~20% on a
-    trained mlp at batch 64). Zero where that layer's input is not the image."""
-    model = copy.deepcopy(result.honest)
-    name = linears(model)[0]
-    layer = model.get_submodule(name)
-    pixels = math.prod(result.originals.shape[1:])
-    if layer.in_features != pixels or layer.bias is None:
-        return 0.0
-    batch = len(result.originals)
-    update = local_update(
-        model,
-        _Batch(result.originals, result.labels),
-        LocalTraining(batch_size=batch, fedsgd=True),
-        torch.Generator().manual_seed(0),
-    )
-    g = update.as_gradient()
-    features, _ = invert_rows(g[f"{name}.weight"], g[f"{name}.bias"])
-    images = features.reshape(len(features), *result.originals.shape[1:]).clamp(0, 1)
-    return match(result.originals, images).leaked(threshold_db) / batch
+    trained mlp at batch 64); behind convolutions each decoded layer input is inverted to
+    the image with the model's own Jacobian (:func:`.feature_inversion.rows_exposure`)."""
+    return rows_exposure(result.honest, result.originals, result.labels, threshold_db).share
+
+
+def sees_features(model: torch.nn.Module, image_shape: tuple[int, ...]) -> bool:
+    """True when the first linear layer reads a feature map rather than the image."""
+    layer = model.get_submodule(linears(model)[0])
+    return layer.in_features != math.prod(image_shape)
 
 
 class _Batch:
@@ -238,8 +229,14 @@ def run_point(
         "errors": {n: o.error for n, o in outcomes.items() if o.error},
         "guard_summary": outcomes[GUARD].summary,
     }
+    if fam.leak == "leaked_fraction" and sees_features(result.honest, result.originals.shape[1:]):
+        # the honest baseline's decoder (rows + inversion) on the received model too
+        rows = rows_exposure(result.manipulated, result.originals, result.labels, threshold_db)
+        row["rows_leaked_fraction"] = rows.share
     if dial == "textbook":
-        row["honest_leaked_fraction"] = honest_exposure(result, threshold_db)
+        # fishing is judged by its best image against the honest inversion, not by shares
+        fishing = fam.leak != "leaked_fraction"
+        row["honest_leaked_fraction"] = 0.0 if fishing else honest_exposure(result, threshold_db)
         if isinstance(result.secrets, dict) and "base_model" in result.secrets:
             row["honest_psnr_max"] = honest_inversion_psnr(result)
         honest = inspect_all(honest_state, copy.deepcopy(result.honest), local, detectors)
@@ -256,6 +253,8 @@ class FrontierConfig:
     detectors: tuple[str, ...] = ()  # empty: every registered detector
     threshold_db: float = 30.0
     quick: bool = False
+    #: Only these points (``dial`` or ``dial=value``; the textbook point is always run).
+    only: tuple[str, ...] = ()
 
 
 def run(config: FrontierConfig, show_progress: bool = True) -> dict[str, Any]:
@@ -265,6 +264,7 @@ def run(config: FrontierConfig, show_progress: bool = True) -> dict[str, Any]:
         for fam in config.families
         for p in points(fam, config.quick)
         for seed in config.seeds
+        if not config.only or p[0] == "textbook" or {p[0], f"{p[0]}={p[1]}"} & set(config.only)
     ]
     rows = []
     with progress_bar("frontier", len(plan), show_progress) as (bar, task):
@@ -293,19 +293,30 @@ def run(config: FrontierConfig, show_progress: bool = True) -> dict[str, Any]:
     }
 
 
+def best_leak(row: dict[str, Any]) -> float:
+    """The larger of the attack's own decoder and rows + inversion on the received model."""
+    return max(row.get("leaked_fraction", 0.0), row.get("rows_leaked_fraction") or 0.0)
+
+
 def evasions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Points that leak more than the honest model yet pass a detector (score < 1)."""
+    """Points that leak more than the honest model yet pass a detector (score < 1). The leak
+    is :func:`best_leak`; the honest share is the same rows (+ inversion) decoder's."""
     textbook = [r for r in rows if r.get("dial") == "textbook" and "error" not in r]
-    honest = {r["family"]: r.get("honest_leaked_fraction", 0.0) for r in textbook}
-    honest_db = {r["family"]: r.get("honest_psnr_max", 15.0) for r in textbook}
+    # per family and seed: each seed's honest model sees that seed's batch
+    honest = {
+        (r["family"], r.get("seed", 0)): r.get("honest_leaked_fraction", 0.0) for r in textbook
+    }
+    honest_db = {(r["family"], r.get("seed", 0)): r.get("honest_psnr_max", 15.0) for r in textbook}
     out = []
     for r in rows:
         if "error" in r:
             continue
+        key = (r["family"], r.get("seed", 0))
+        leak = best_leak(r)
         leaks = (
-            r["leaked_fraction"] > honest.get(r["family"], 0.0)
-            if r.get("leaked_fraction", 0) > 0
-            else r["psnr_max"] >= honest_db.get(r["family"], 15.0) + 5.0
+            leak > honest.get(key, 0.0)
+            if leak > 0
+            else r["psnr_max"] >= honest_db.get(key, 15.0) + 5.0
         )
         if not leaks:
             continue
@@ -317,6 +328,9 @@ def evasions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "dial": r["dial"],
                     "value": r["value"],
                     "leaked_fraction": r["leaked_fraction"],
+                    "rows_leaked_fraction": r.get("rows_leaked_fraction"),
+                    "seed": r.get("seed", 0),
+                    "honest_leaked_fraction": honest.get(key, 0.0),
                     "psnr_max": r["psnr_max"],
                     "passes": passed,
                 }
@@ -329,37 +343,50 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Effective vs stealthy: leakage against each detector as the disguise is dialled up\n",
         f"Leakage: the attack's own decoder, Hungarian-matched, >= {result['threshold_db']:g} dB "
-        "(`psnr_max`: best matched image, fishing). Cells: detector score = value / threshold "
+        "(`psnr_max`: best matched image, fishing). `rows+inv`: the per-row decoder "
+        "`dW_i / db_i` on the received model's first linear layer, each decoded input "
+        "inverted to the image by Gauss-Newton with the model's own Jacobian where that "
+        "layer reads a feature map (convnets; gradguard/attacks/inversion/"
+        "feature_inversion.py). Cells: detector score = value / threshold "
         "(>= 1 flags; `F` flagged). `honest`: the honest model of the same architecture and "
-        "batch (per-row decoder exposure; for fishing the same inversion on the honest "
-        "gradient; detector scores). A fishing point leaks when its best image is 5 dB or "
-        "more above the honest inversion. Detectors and `guard` see the honest model as the "
+        "batch (the same rows (+ inversion) decoder on its own update; for fishing the same "
+        "inversion on the honest gradient; detector scores). A point leaks when the larger "
+        "of `leaked` and `rows+inv` exceeds the honest share; a fishing point when its best "
+        "image is 5 dB or more above the honest inversion. Detectors and `guard` see the "
+        "honest model as the "
         "client's last accepted one; `guard-first` is the default Guard on first contact "
         "(no previous model).\n",
     ]
-    headers = ["family", "dial", "value", "leaked", "psnr_max", *dets]
+    headers = ["family", "dial", "value", "leaked", "rows+inv", "psnr_max", *dets]
     table = []
+    several = len(result.get("seeds", [0])) > 1
+
+    def label(r: dict[str, Any]) -> str:
+        return f"{r['family']} (seed {r.get('seed', 0)})" if several else r["family"]
+
     for r in result["rows"]:
         if "error" in r:
-            table.append([r["family"], r["dial"], r["value"], "error", r["error"][:60]])
+            table.append([label(r), r["dial"], r["value"], "error", r["error"][:60]])
             continue
         if r["dial"] == "textbook" and "honest_scores" in r:
             table.append(
                 [
-                    r["family"],
+                    label(r),
                     "honest",
                     "",
                     f"{r['honest_leaked_fraction']:.2f}",
+                    f"{r['honest_leaked_fraction']:.2f}" if "rows_leaked_fraction" in r else "",
                     f"{r['honest_psnr_max']:.1f}" if "honest_psnr_max" in r else "",
                     *(_cell(r["honest_scores"][d], r["honest_flagged"][d]) for d in dets),
                 ]
             )
         table.append(
             [
-                r["family"],
+                label(r),
                 r["dial"],
                 r["value"],
                 f"{r['leaked_fraction']:.2f} ({r['leaked']}/{r['batch']})",
+                _share(r.get("rows_leaked_fraction"), r["batch"]),
                 f"{r['psnr_max']:.1f}",
                 *(_cell(r["scores"][d], r["flagged"][d]) for d in dets),
             ]
@@ -376,10 +403,21 @@ def to_markdown(result: dict[str, Any]) -> str:
         if GUARD in e["passes"] or FIRST in e["passes"]:
             which = "the Guard" if GUARD in e["passes"] else "the Guard on first contact"
             lines.append(
-                f"- passes {which}: {e['family']} {e['dial']}={e['value']} "
-                f"(leaked {e['leaked_fraction']:.2f}, best {e['psnr_max']:.1f} dB)\n"
+                f"- passes {which}: {label(e)} {e['dial']}={e['value']} "
+                f"(leaked {e['leaked_fraction']:.2f}"
+                + (
+                    f", rows+inv {e['rows_leaked_fraction']:.2f}"
+                    if e.get("rows_leaked_fraction") is not None
+                    else ""
+                )
+                + f", honest {e.get('honest_leaked_fraction', 0.0):.2f}, "
+                f"best {e['psnr_max']:.1f} dB)\n"
             )
     return "\n".join(lines)
+
+
+def _share(share: float | None, batch: int) -> str:
+    return "" if share is None else f"{share:.2f} ({round(share * batch)}/{batch})"
 
 
 def _cell(score: float, flagged: bool) -> str:
@@ -424,11 +462,23 @@ def plot(result: dict[str, Any], path: str) -> None:
                 label=d,
                 alpha=0.8,
             )
+        fair = [r for r in fr if r.get("rows_leaked_fraction") is not None]
+        if fair:
+            ax.scatter(
+                [r["rows_leaked_fraction"] for r in fair],
+                [max(min(r["scores"][GUARD], 1e9), 1e-4) for r in fair],
+                s=60,
+                facecolors="none",
+                edgecolors=colours(0),
+                marker="o",
+                label=f"{GUARD} at rows+inv leak",
+            )
         ax.axhline(1.0, color="k", lw=1, ls="--")
         if key == "psnr_max":
             honest = next((r.get("honest_psnr_max") for r in fr if r["dial"] == "textbook"), 0)
         if honest:
-            ax.axvline(honest, color="grey", lw=1, ls=":", label="honest")
+            label = "honest (rows+inv)" if fair else "honest"
+            ax.axvline(honest, color="grey", lw=1, ls=":", label=label)
         ax.set_yscale("log")
         ax.set_title(fam, fontsize=10)
         ax.set_xlabel("leaked fraction (>= 30 dB)" if key == "leaked_fraction" else "best dB")

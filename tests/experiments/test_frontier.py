@@ -62,3 +62,58 @@ def test_evasions_are_leaking_points_that_pass_a_detector():
     ]
     ev = frontier.evasions(rows)
     assert [(e["value"], e["passes"]) for e in ev] == [(0.1, ["a"])]
+
+
+def test_a_convnet_point_leaks_by_the_larger_decoder_against_the_fair_honest_share():
+    textbook = {
+        "family": "c",
+        "dial": "textbook",
+        "honest_leaked_fraction": 0.4,
+        "leaked_fraction": 0.8,
+        "rows_leaked_fraction": 1.0,
+        "psnr_max": 90.0,
+        "flagged": {"guard": True},
+    }
+
+    def point(value, own, rows):
+        return {
+            "family": "c",
+            "dial": "bend",
+            "value": value,
+            "leaked_fraction": own,
+            "rows_leaked_fraction": rows,
+            "psnr_max": 90.0,
+            "flagged": {"guard": False},
+        }
+
+    ev = frontier.evasions([textbook, point(1, 0.1, 0.75), point(2, 0.5, 0.3), point(3, 0.1, 0.3)])
+    assert [(e["value"], e["honest_leaked_fraction"]) for e in ev] == [(1, 0.4), (2, 0.4)]
+
+
+def test_a_convnet_textbook_point_gets_the_fair_honest_share_and_rows_leak():
+    fam = frontier.Family(
+        "curious/convnet-b16", "curious", "convnet", "digits", 16, {"neurons": 256}
+    )
+    row = frontier.run_point(fam, "textbook", None, {}, ["forensics"], data_samples=200)
+    assert 0 < row["honest_leaked_fraction"] < row["rows_leaked_fraction"]
+    assert row["rows_leaked_fraction"] >= row["leaked_fraction"] > row["honest_leaked_fraction"]
+
+
+def test_each_seed_is_judged_against_its_own_honest_share():
+    def row(seed, dial, leak, honest=None):
+        r = {
+            "family": "c",
+            "seed": seed,
+            "dial": dial,
+            "value": seed,
+            "leaked_fraction": leak,
+            "psnr_max": 90.0,
+            "flagged": {"guard": dial == "textbook"},
+        }
+        if honest is not None:
+            r["honest_leaked_fraction"] = honest
+        return r
+
+    rows = [row(0, "textbook", 0.9, 0.2), row(1, "textbook", 0.9, 0.5)]
+    rows += [row(0, "bend", 0.4), row(1, "bend", 0.4)]
+    assert [e["seed"] for e in frontier.evasions(rows)] == [0]
