@@ -12,7 +12,7 @@ STATIC = ("architecture", "forensics", "transmit-snr")
 
 
 def test_default_guard_is_cheap_and_leaves_out_the_warmups():
-    assert GuardConfig().detectors == STATIC + ("scale", "exposure")
+    assert GuardConfig().detectors == STATIC + ("scale", "moved", "exposure")
 
 
 def test_guard_abstains_on_attack_and_allows_honest(honest, imprinted, digits):

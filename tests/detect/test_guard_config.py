@@ -56,7 +56,7 @@ def test_verdict_lists_detectors_run_and_skipped(mlp, digits):
     v = Guard(template=mlp).check(bad.state_dict())
     assert v.malicious and v.verified  # flagged by forensics: a real verdict
     assert v.metadata["ran"] == ["health", "architecture", "forensics"]
-    assert set(v.metadata["skipped"]) == {"transmit-snr", "scale", "exposure"}
+    assert set(v.metadata["skipped"]) == {"transmit-snr", "scale", "moved", "exposure"}
 
 
 def test_expanded_views_and_oversize_states_are_unverifiable(mlp):
