@@ -45,16 +45,39 @@ from gradguard.detect.thresholds import resolve
 #: Honest corpus round pairs (399, round 1 from the fresh init included): rows moved this
 #: far fire for one sample alone at most 0.004 times per sample; trap rows moved 1.3-1.4.
 REWRITTEN = 0.5
+#: ... and by this many times its layer's median row movement: honest training at a high
+#: learning rate moves every row of a layer by half its norm in the first rounds (Adam at
+#: 1e-2: rows that then fire for one sample alone up to 0.86 times per sample at batch 16),
+#: all of them alike.
+OUTLIER = 4.0
+#: A layer's median movement is floored at this share of its median row norm.
+STILL = 1e-4
 
 
 def row_movement(
     received: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor], layer: str
-) -> torch.Tensor:
-    """Per row ``[W_i, b_i]`` of ``layer``, its movement over its norm in ``previous``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row ``[W_i, b_i]`` of ``layer``: its movement over its norm in ``previous``, and
+    over the layer's median row movement (floored at ``STILL`` of the median row norm)."""
     w, w0 = received[f"{layer}.weight"].double(), previous[f"{layer}.weight"].double()
     rows = torch.cat([w.flatten(1), received[f"{layer}.bias"].double()[:, None]], 1)
     before = torch.cat([w0.flatten(1), previous[f"{layer}.bias"].double()[:, None]], 1)
-    return (rows - before).norm(dim=1) / before.norm(dim=1).clamp_min(1e-30)
+    moved, norms = (rows - before).norm(dim=1), before.norm(dim=1)
+    median = max(float(moved.median()), STILL * float(norms.median()), 1e-30)
+    return moved / norms.clamp_min(1e-30), moved / median
+
+
+def rewritten(
+    received: Mapping[str, torch.Tensor],
+    previous: Mapping[str, torch.Tensor],
+    layer: str,
+    share: float = REWRITTEN,
+    factor: float = OUTLIER,
+) -> torch.Tensor:
+    """The rows of ``layer`` that moved by ``share`` of their norm or more and by ``factor``
+    times the layer's median row movement or more."""
+    own, layerwise = row_movement(received, previous, layer)
+    return torch.nonzero((own >= share) & (layerwise >= factor)).flatten()
 
 
 class MovedUnits:
@@ -71,9 +94,12 @@ class MovedUnits:
             doc=f"units moved by {REWRITTEN:g} of their norm or more since the last accepted "
             f"model, firing for one sample alone, per sample, in batches of {size}",
         )
-        # honest corpus round pairs: at most 0.004 at every size (the floor: 3 lone units per
-        # batch of 64); curious/convnet adaptive+bend+traps 32: 0.37-0.62 at batch 16
-        for size, default, floor in ((16, 0.05, 0.05), (32, 0.05, 0.05), (64, 0.05, 0.05))
+        # 2x the honest maximum, of the corpus' 414 round pairs (at most 0.004) and of 180
+        # pairs of long training at high learning rates (benchmarks/moved_calibration.py
+        # --long: 0.214, 0.059, 0.015, a Fashion-MNIST mlp in Adam/AdamW's rounds 2-3 at
+        # lr 1e-2); floor 0.05 (3 lone units per batch of 64). curious/convnet adaptive +
+        # bend 0.9 + 32 traps: 0.55-0.62 at batch 16 (b16), 0.26-0.30 / 0.13-0.18 (b64)
+        for size, default, floor in ((16, 0.43, 0.05), (32, 0.12, 0.05), (64, 0.05, 0.05))
     )
 
     def __init__(
@@ -81,10 +107,12 @@ class MovedUnits:
         thresholds: Mapping[str, float] | None = None,
         seed: int = 0,
         lone_samples: int = LONE_SAMPLES,
-        factor: float = REWRITTEN,
+        share: float = REWRITTEN,
+        factor: float = OUTLIER,
     ) -> None:
         self.t = resolve(self, thresholds)
-        self.seed, self.lone_samples, self.factor = seed, int(lone_samples), float(factor)
+        self.seed, self.lone_samples = seed, int(lone_samples)
+        self.share, self.factor = float(share), float(factor)
 
     def inspect(self, received: dict[str, torch.Tensor], ctx: Context) -> Verdict:
         start = time.perf_counter()
@@ -109,9 +137,9 @@ class MovedUnits:
         ]
         moved = {}
         for layer in layers:
-            units = torch.nonzero(row_movement(received, previous, layer) >= self.factor)
+            units = rewritten(received, previous, layer, self.share, self.factor)
             if len(units):
-                moved[layer] = units.flatten()
+                moved[layer] = units
         meta: dict = {"units": {k: len(v) for k, v in moved.items()}, "lone": {}}
         if not moved:
             return [], meta
@@ -130,8 +158,9 @@ class MovedUnits:
             where = max((k for k in rates if size in rates[k]), key=lambda k: rates[k][size])
             value, bar = rates[where][size], self.t[f"lone{size}"]
             said = (
-                f"{len(moved[where])} units moved by {self.factor:g} of their norm or more "
-                f"since the last accepted model; {value:.2f} of them per sample fire for "
+                f"{len(moved[where])} units moved by {self.share:g} of their norm and "
+                f"{self.factor:g}x the layer's median row or more since the last accepted "
+                f"model; {value:.2f} of them per sample fire for "
                 f"that sample alone in batches of {size}"
             )
             findings.append(

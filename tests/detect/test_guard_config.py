@@ -44,7 +44,8 @@ def test_no_local_data_fails_closed_unless_only_data_free_detectors(mlp):
     honest = {k: v.clone() for k, v in mlp.state_dict().items()}
     v = Guard(template=mlp).check(honest)  # the default detectors include exposure
     assert not v.verified and not Guard(template=mlp).allows(v)
-    assert v.metadata["skipped"] == {"exposure": "needs local data and none was given"}
+    need = "needs local data and none was given"
+    assert v.metadata["skipped"] == {"moved": need, "exposure": need}
     assert "exposure" in v.summary()
     v = Guard(GuardConfig(detectors=STATIC), template=mlp).check(honest)
     assert v.verified and not v.malicious
