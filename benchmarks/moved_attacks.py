@@ -71,7 +71,7 @@ def main() -> int:
                         "batch": batch,
                         "spread": spread,
                         "leaked": r.leaked_fraction,
-                        "moved_units": meta["units"],
+                        "moved_units": {k: v["units"] for k, v in meta.items()},
                         "moved": {f.check: round(f.value, 4) for f in findings},
                         "moved_score": max((f.value / f.threshold for f in findings), default=0),
                         "moved_seconds": took,

@@ -100,7 +100,10 @@ def main() -> int:
             findings, meta = check.judge(m.state, m.previous, ctx)
             took = time.perf_counter() - start
             ratio = max(
-                (float(row_movement(m.state, m.previous, k)[0].max()) for k in meta["units"]),
+                (
+                    float(row_movement(m.state, m.previous, k)[0].max())
+                    for k in meta["all"]["units"]
+                ),
                 default=0.0,
             )
             rows.append(
@@ -110,7 +113,7 @@ def main() -> int:
                     "dataset": m.run.dataset,
                     "optimiser": m.run.optimiser,
                     "round": m.round,
-                    "moved_units": meta["units"],
+                    "moved_units": {k: v["units"] for k, v in meta.items()},
                     "max_ratio": ratio,
                     "values": {f.check: f.value for f in findings},
                     "score": max((f.value / f.threshold for f in findings), default=0.0),

@@ -37,7 +37,7 @@ def test_every_check_maps_to_a_key_and_every_key_is_measured(honest, digits):
         "exposure.readout",
         "exposure.strict_fraction",
         "health.head_collapse",
-        *(f"moved.lone{size}" for size in (16, 32, 64)),
+        *(f"moved.{kind}{size}" for kind in ("lone", "all") for size in (16, 32, 64)),
     }
     assert measured == set(DEFAULTS) - situational
 

@@ -33,7 +33,7 @@ def test_hidden_trap_rows_are_flagged_against_the_last_accepted_model(hidden_tra
     state, honest, template = hidden_traps
     v = MovedUnits().inspect(state, Context(template, local, honest))
     assert v.malicious and v.verified
-    assert v.metadata["moved"]["units"] == {"fc1": 32}
+    assert v.metadata["moved"]["lone"]["units"] == {"fc1": 32}
     guard = Guard(GuardConfig(stop_at_first=False), template=template, data=local)
     assert guard.check(state, honest).malicious
 

@@ -24,9 +24,12 @@ CALIBRATED: dict[str, float] = {
     "scale.grown": 25.0,
     "scale.shrunk": 2.47,
     # rewritten rows that fire for one sample alone, per sample (2x long high-lr training)
-    "moved.lone16": 0.43,
-    "moved.lone32": 0.12,
+    "moved.lone16": 0.1,
+    "moved.lone32": 0.05,
     "moved.lone64": 0.05,
+    "moved.all16": 1.67,
+    "moved.all32": 0.6,
+    "moved.all64": 0.22,
     # transmit-SNR of first-conv filters (anchors: benign < 1, Dirac ~1e6; honest corpus
     # reaches 0.717 on a Fashion-MNIST convnet, so 2x that is above the anchor)
     "transmit-snr.ratio": 1.44,
@@ -74,6 +77,9 @@ FLOORS: dict[str, float] = {
     "moved.lone16": 0.05,  # 3 lone units per batch of 64
     "moved.lone32": 0.05,
     "moved.lone64": 0.05,
+    "moved.all16": 0.05,
+    "moved.all32": 0.05,
+    "moved.all64": 0.05,
     "transmit-snr.ratio": 1.0,
     "forensics.duplicate_rows": 3.0,
     "forensics.trap_signs": 12.0,
