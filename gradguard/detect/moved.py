@@ -73,19 +73,6 @@ def row_movement(
     return moved, moved / max(float(moved.median()), STILL)
 
 
-def rewritten(
-    received: Mapping[str, torch.Tensor],
-    previous: Mapping[str, torch.Tensor],
-    layer: str,
-    share: float = REWRITTEN,
-    factor: float = OUTLIER,
-) -> torch.Tensor:
-    """The rows of ``layer`` that moved by ``share`` of their norm or more and by ``factor``
-    times the layer's median row movement or more."""
-    own, layerwise = row_movement(received, previous, layer)
-    return torch.nonzero((own >= share) & (layerwise >= factor)).flatten()
-
-
 class MovedUnits:
     """Rows rewritten since the last accepted model that isolate samples (``moved``)."""
 
