@@ -21,6 +21,8 @@ DETECTORS: dict[str, str] = {
     "transmit-snr": "gradguard.detect.filters:TransmitSNR",
     # after the signature checks: an imprint or trap layer is named by them, not as a gain
     "scale": "gradguard.detect.scale:LayerScale",  # weight norms vs a fresh init (amplification)
+    # rows rewritten since the last accepted model that isolate samples (hidden trap rows)
+    "moved": "gradguard.detect.moved:MovedUnits",
     "dsnr": "gradguard.detect.dsnr:DSNR",
     "warmup": "gradguard.detect.warmup:WarmUp",  # seed 000 s.5 read literally (change / 1e-8)
     "warmup-paper": "gradguard.detect.warmup_paper:WarmUpPaper",  # the reading matching its numbers
@@ -37,6 +39,7 @@ DEFAULT_DETECTORS: tuple[str, ...] = (
     "forensics",
     "transmit-snr",
     "scale",
+    "moved",
     "exposure",
 )
 

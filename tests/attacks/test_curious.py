@@ -23,3 +23,14 @@ def test_curious_global_scale_matches_the_paper_construction():
     assert (row < 0).sum() == (row > 0).sum()
     assert abs(row[row > 0].abs().sum() / row[row < 0].abs().sum() - scale) < 1e-4
     assert r.leaked_fraction >= 0.2
+
+
+def test_curious_spread_moves_every_honest_row_and_still_leaks():
+    base = dict(signs="binomial", sigma="honest", bias="honest", traps=32)
+    plain = run_attack("curious", model="mlp", batch_size=16, neurons=256, **base)
+    spread = run_attack("curious", model="mlp", batch_size=16, neurons=256, spread=1.0, **base)
+    moved = (spread.manipulated.fc1.weight - spread.honest.fc1.weight).norm(dim=1)
+    assert (moved / spread.honest.fc1.weight.norm(dim=1) > 0.5).all()  # every row moved
+    assert spread.leaked_fraction >= 0.25
+    assert (spread.match.psnr >= 60).sum() >= 4  # trap rows still return exact images
+    assert plain.leaked_fraction >= 0.25

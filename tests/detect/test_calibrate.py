@@ -29,13 +29,15 @@ def test_every_check_maps_to_a_key_and_every_key_is_measured(honest, digits):
         assert not s.unmapped, (name, s.unmapped)
         assert not s.flagged, (name, s.flagged)  # sentinels are never reached
         measured |= set(s.values)
-    # measured only with a previous model, under the strict policy, on a collapsed output, or
+    # measured only with a previous model (moved), under the strict policy, on a collapsed
+    # output, or
     # (the readout) where rows isolate samples near the lone-unit bar
     situational = {
         "exposure.rise",
         "exposure.readout",
         "exposure.strict_fraction",
         "health.head_collapse",
+        *(f"moved.{kind}{size}" for kind in ("lone", "all") for size in (16, 32, 64)),
     }
     assert measured == set(DEFAULTS) - situational
 

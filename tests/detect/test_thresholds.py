@@ -23,6 +23,13 @@ CALIBRATED: dict[str, float] = {
     # grown: 2x the max of long high-lr training, 12.4; shrunk: 2x the corpus max 1.235)
     "scale.grown": 25.0,
     "scale.shrunk": 2.47,
+    # rewritten rows that fire for one sample alone, per sample (2x long high-lr training)
+    "moved.lone16": 0.1,
+    "moved.lone32": 0.05,
+    "moved.lone64": 0.05,
+    "moved.all16": 1.67,
+    "moved.all32": 0.6,
+    "moved.all64": 0.22,
     # transmit-SNR of first-conv filters (anchors: benign < 1, Dirac ~1e6; honest corpus
     # reaches 0.717 on a Fashion-MNIST convnet, so 2x that is above the anchor)
     "transmit-snr.ratio": 1.44,
@@ -67,6 +74,12 @@ FLOORS: dict[str, float] = {
     "architecture.max_abs": 1e6,
     "scale.grown": 2.0,
     "scale.shrunk": 2.0,
+    "moved.lone16": 0.05,  # 3 lone units per batch of 64
+    "moved.lone32": 0.05,
+    "moved.lone64": 0.05,
+    "moved.all16": 0.05,
+    "moved.all32": 0.05,
+    "moved.all64": 0.05,
     "transmit-snr.ratio": 1.0,
     "forensics.duplicate_rows": 3.0,
     "forensics.trap_signs": 12.0,

@@ -63,6 +63,18 @@ class CuriousSecrets:
     inner_map: torch.Tensor | None = None
 
 
+def _spread(layer: nn.Linear, traps: torch.Tensor, share: float, g: torch.Generator) -> None:
+    """Move every row ``[W_i, b_i]`` of ``layer`` but ``traps`` by ``share`` of its norm, in
+    a random direction (in place)."""
+    keep = torch.ones(layer.out_features, dtype=torch.bool)
+    keep[traps] = False
+    rows = torch.cat([layer.weight.detach(), layer.bias.detach()[:, None]], 1)[keep]
+    noise = torch.randn(rows.shape, generator=g)
+    noise *= share * rows.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True)
+    layer.weight[keep] += noise[:, :-1]
+    layer.bias[keep] += noise[:, -1]
+
+
 def trap_rows(
     neurons: int, inputs: int, sigma: float, g: torch.Generator, signs: str = "half"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +134,10 @@ class Curious(ServerAttack):
     - ``conv_mix``, ``honest_channels`` (``convnet``): blurred pass-through kernels and
       honest unused channels (:func:`.passthrough.reach_first_linear`);
     - ``bend`` (``convnet``): the pass-through bends each pixel by a piecewise-linear
-      bijection the decoder undoes (against a linear readout of the images).
+      bijection the decoder undoes (against a linear readout of the images);
+    - ``spread``: every row of the layer that is not a trap moves by that share of its norm
+      in a random direction (against ``moved``, detect/moved.py: the traps are no longer the
+      only rows that moved since the last accepted model).
     """
 
     name = "curious"
@@ -183,6 +198,7 @@ class Curious(ServerAttack):
         honest_channels: bool = False,
         traps: int | None = None,
         bend: float = 0.0,
+        spread: float = 0.0,
     ) -> None:
         if neurons < 1:
             raise GradguardError(f"neurons must be positive, got {neurons}")
@@ -212,6 +228,9 @@ class Curious(ServerAttack):
         if not 0 <= bend < 1:
             raise GradguardError(f"bend must be in [0, 1), got {bend}")
         self.bend = float(bend)
+        if not spread >= 0:
+            raise GradguardError(f"spread must be >= 0, got {spread}")
+        self.spread = float(spread)
 
     def model_kwargs(self, model_name: str) -> dict:
         if model_name not in SUPPORTED:
@@ -266,6 +285,10 @@ class Curious(ServerAttack):
                 if target.pixel_map is not None
                 else trap
             )
+            if self.spread:
+                _spread(
+                    target.layer, rows, self.spread, torch.Generator().manual_seed(self.seed + 3)
+                )
             target.layer.weight[rows] = weight
             target.layer.bias[rows] = 0.0 if b is None else b
         return model, CuriousSecrets(
