@@ -23,15 +23,7 @@ def test_run_every_detector_same_verdict():
     skipped = detector_breakdown(default)
     assert "skipped" in skipped["transmit-snr"]  # the default stops after forensics flags
     ran = detector_breakdown(every)
-    assert list(ran) == [
-        "health",
-        "architecture",
-        "forensics",
-        "transmit-snr",
-        "scale",
-        "moved",
-        "exposure",
-    ]
+    assert list(ran) == ["health", "architecture", "forensics", "transmit-snr", "scale", "exposure"]
     assert all("score" in d for d in ran.values())
     assert ran["forensics"]["malicious"] and "imprint" in ran["forensics"]["reason"]
     assert not ran["architecture"]["malicious"]

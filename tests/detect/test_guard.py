@@ -12,7 +12,7 @@ STATIC = ("architecture", "forensics", "transmit-snr")
 
 
 def test_default_guard_is_cheap_and_leaves_out_the_warmups():
-    assert GuardConfig().detectors == STATIC + ("scale", "moved", "exposure")
+    assert GuardConfig().detectors == STATIC + ("scale", "exposure")
 
 
 def test_guard_abstains_on_attack_and_allows_honest(honest, imprinted, digits):
@@ -20,7 +20,7 @@ def test_guard_abstains_on_attack_and_allows_honest(honest, imprinted, digits):
     guard = Guard(template=honest["mlp"], data=local)
     ok = guard.check(honest["mlp"].state_dict())
     assert not ok.malicious and guard.allows(ok)
-    assert ok.detector == "guard[health,architecture,forensics,transmit-snr,scale,moved,exposure]"
+    assert ok.detector == "guard[health,architecture,forensics,transmit-snr,scale,exposure]"
     v = guard.check(imprinted["mlp"].state_dict())
     assert v.malicious and not guard.allows(v)
     # stopped at the first decisive one; the exposure audit still says what is at stake

@@ -44,8 +44,7 @@ def test_no_local_data_fails_closed_unless_only_data_free_detectors(mlp):
     honest = {k: v.clone() for k, v in mlp.state_dict().items()}
     v = Guard(template=mlp).check(honest)  # the default detectors include exposure
     assert not v.verified and not Guard(template=mlp).allows(v)
-    need = "needs local data and none was given"
-    assert v.metadata["skipped"] == {"moved": need, "exposure": need}
+    assert v.metadata["skipped"] == {"exposure": "needs local data and none was given"}
     assert "exposure" in v.summary()
     v = Guard(GuardConfig(detectors=STATIC), template=mlp).check(honest)
     assert v.verified and not v.malicious
@@ -57,7 +56,7 @@ def test_verdict_lists_detectors_run_and_skipped(mlp, digits):
     v = Guard(template=mlp).check(bad.state_dict())
     assert v.malicious and v.verified  # flagged by forensics: a real verdict
     assert v.metadata["ran"] == ["health", "architecture", "forensics"]
-    assert set(v.metadata["skipped"]) == {"transmit-snr", "scale", "moved", "exposure"}
+    assert set(v.metadata["skipped"]) == {"transmit-snr", "scale", "exposure"}
 
 
 def test_expanded_views_and_oversize_states_are_unverifiable(mlp):

@@ -8,6 +8,7 @@ from gradguard.data import train_test
 from gradguard.detect import Guard, GuardConfig
 from gradguard.detect.base import Context
 from gradguard.detect.moved import MovedUnits
+from gradguard.detect.registry import DEFAULT_DETECTORS
 from gradguard.fl.client import train_sgd
 
 ADAPTIVE = dict(signs="binomial", sigma="honest", bias="honest", traps=32)
@@ -34,7 +35,8 @@ def test_hidden_trap_rows_are_flagged_against_the_last_accepted_model(hidden_tra
     v = MovedUnits().inspect(state, Context(template, local, honest))
     assert v.malicious and v.verified
     assert v.metadata["moved"]["lone"]["units"] == {"fc1": 32}
-    guard = Guard(GuardConfig(stop_at_first=False), template=template, data=local)
+    opted_in = GuardConfig(detectors=(*DEFAULT_DETECTORS, "moved"), stop_at_first=False)
+    guard = Guard(opted_in, template=template, data=local)
     assert guard.check(state, honest).malicious
 
 
