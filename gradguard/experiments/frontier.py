@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from gradguard.attacks import ATTACKS
-from gradguard.attacks.inversion.feature_inversion import rows_exposure
+from gradguard.attacks.inversion.feature_inversion import FixedBatch, rows_exposure
 from gradguard.data import train_test
 from gradguard.detect import Guard, GuardConfig
 from gradguard.detect.layers import linears
@@ -144,7 +144,7 @@ def honest_inversion_psnr(result) -> float:
 
     base = result.secrets["base_model"]
     k = max(1, len(result.reconstruction.images))
-    batch = _Batch(result.originals, result.labels)
+    batch = FixedBatch(result.originals, result.labels)
     g = local_update(base, batch, LocalTraining(batch_size=len(batch), fedsgd=True))
     labels = torch.full((k,), int(result.secrets["target_class"]))
     shape = (k, *result.originals.shape[1:])
@@ -164,16 +164,6 @@ def sees_features(model: torch.nn.Module, image_shape: tuple[int, ...]) -> bool:
     """True when the first linear layer reads a feature map rather than the image."""
     layer = model.get_submodule(linears(model)[0])
     return layer.in_features != math.prod(image_shape)
-
-
-class _Batch:
-    """The minimal Dataset view ``local_update`` needs for one fixed batch."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.x)
 
 
 def run_point(

@@ -106,7 +106,7 @@ class RowsExposure:
         return self.leaked / max(1, self.batch)
 
 
-class _Batch:
+class FixedBatch:
     """The minimal Dataset view ``local_update`` needs for one fixed batch."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -146,7 +146,7 @@ def rows_exposure(
     batch = len(images)
     update = local_update(
         model,
-        _Batch(images, labels),
+        FixedBatch(images, labels),
         LocalTraining(batch_size=batch, fedsgd=True),
         torch.Generator().manual_seed(0),
     )
