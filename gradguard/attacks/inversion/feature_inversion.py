@@ -127,7 +127,8 @@ def rows_exposure(
     """Share of the batch ``images`` the per-row decoder ``dW_i / db_i`` recovers from
     ``model``'s FedSGD update on its first linear layer, each decoded layer input inverted
     to an image (:func:`gauss_newton` from the batch mean) where that layer does not read
-    the image, Hungarian-matched to the batch (>= ``threshold_db``).
+    the image, clamped to the images' range [0, 1] and Hungarian-matched to the batch
+    (>= ``threshold_db``).
 
     With ``every_row`` every decoded row is inverted: what an attacker who inverts all rows
     and keeps the best gets. By default, for speed, only one candidate per sample is: the
@@ -158,7 +159,7 @@ def rows_exposure(
     if len(candidates) == 0:
         return RowsExposure(0, batch, 0, 0)
     if layer.in_features == math.prod(images.shape[1:]):
-        recon = candidates.reshape(len(candidates), *images.shape[1:])
+        recon = candidates.reshape(len(candidates), *images.shape[1:]).clamp(0, 1)
         return RowsExposure(match(images, recon).leaked(threshold_db), batch, len(candidates), 0)
     decoded = len(candidates)
     if not every_row:
